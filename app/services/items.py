@@ -1,0 +1,201 @@
+"""Fenced item transitions and the job roll-up.
+
+Every change of an item's status is a conditional UPDATE on (id, status, attempt):
+a duplicate or stale report matches no row and changes nothing. The job's counts
+move in the same transaction, so they always equal a GROUP BY over its items.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from app.db import db
+from app.models import FINISHED, Event, Item, Job, utcnow
+
+log = logging.getLogger("bulkgen.state")
+
+
+def add_event(
+    job_id: str,
+    kind: str,
+    *,
+    item_id: str | None = None,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    attempt: int | None = None,
+    worker: str | None = None,
+    detail: str | None = None,
+) -> None:
+    db.session.add(
+        Event(
+            job_id=job_id,
+            item_id=item_id,
+            kind=kind,
+            from_status=from_status,
+            to_status=to_status,
+            attempt=attempt,
+            worker=worker,
+            detail=detail,
+        )
+    )
+    log.info(
+        "%s job=%s item=%s %s->%s attempt=%s worker=%s %s",
+        kind,
+        job_id,
+        item_id or "-",
+        from_status or "-",
+        to_status or "-",
+        attempt,
+        worker or "-",
+        detail or "",
+    )
+
+
+def _bump_counts(job_id: str, deltas: dict[str, int]) -> None:
+    values = {f"n_{status}": getattr(Job, f"n_{status}") + delta for status, delta in deltas.items() if delta}
+    if values:
+        db.session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def move_item(
+    item_id: str,
+    job_id: str,
+    to: str,
+    *,
+    expect: Iterable[str],
+    attempt: int | None,
+    values: dict[str, Any] | None = None,
+    kind: str | None = None,
+    worker: str | None = None,
+    detail: str | None = None,
+    event_attempt: int | None = None,
+) -> str | None:
+    """Move one item to `to` if its status is one of `expect` (and its attempt matches).
+
+    Returns the status it had, or None when nothing matched (a duplicate or stale report).
+    """
+    now = utcnow()
+    expect = tuple(expect)
+    # A concurrent transaction (e.g. pending -> queued after publishing) can move the row between
+    # two of the per-status updates below; when all miss, look again and retry if that happened.
+    for _ in range(3):
+        for old in expect:
+            where = [Item.id == item_id, Item.status == old]
+            if attempt is not None:
+                where.append(Item.attempt == attempt)
+            result = db.session.execute(
+                update(Item).where(*where).values(status=to, updated_at=now, **(values or {})),
+                execution_options={"synchronize_session": False},
+            )
+            if result.rowcount == 1:
+                if old != to:
+                    _bump_counts(job_id, {old: -1, to: +1})
+                add_event(
+                    job_id,
+                    kind or f"item.{to}",
+                    item_id=item_id,
+                    from_status=old,
+                    to_status=to,
+                    attempt=event_attempt if event_attempt is not None else attempt,
+                    worker=worker,
+                    detail=detail,
+                )
+                refresh_job_status(job_id)
+                return old
+        row = db.session.execute(select(Item.status, Item.attempt).where(Item.id == item_id)).first()
+        if row is None or row.status not in expect or (attempt is not None and row.attempt != attempt):
+            return None
+    return None
+
+
+def move_job_items(
+    job_id: str, to: str, expect: Iterable[str], values: dict[str, Any] | None = None
+) -> list[str]:
+    """Bulk variant for one job: returns the ids moved. One UPDATE per old status keeps counts exact."""
+    now = utcnow()
+    moved: list[str] = []
+    deltas: dict[str, int] = {}
+    for old in expect:
+        ids = list(
+            db.session.scalars(
+                update(Item)
+                .where(Item.job_id == job_id, Item.status == old)
+                .values(status=to, updated_at=now, **(values or {}))
+                .returning(Item.id),
+                execution_options={"synchronize_session": False},
+            )
+        )
+        if ids and old != to:
+            deltas[old] = deltas.get(old, 0) - len(ids)
+            deltas[to] = deltas.get(to, 0) + len(ids)
+        moved.extend(ids)
+    _bump_counts(job_id, deltas)
+    refresh_job_status(job_id)
+    return moved
+
+
+def mark_queued(job_id: str, published: list[tuple[str, int]]) -> int:
+    """pending -> queued for items that reached the broker with the attempt that was published."""
+    if not published:
+        return 0
+    now = utcnow()
+    by_attempt: dict[int, list[str]] = {}
+    for item_id, attempt in published:
+        by_attempt.setdefault(attempt, []).append(item_id)
+    count = 0
+    for attempt, ids in by_attempt.items():
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            result = db.session.execute(
+                update(Item)
+                .where(Item.id.in_(chunk), Item.status == "pending", Item.attempt == attempt)
+                .values(status="queued", queued_at=now, updated_at=now),
+                execution_options={"synchronize_session": False},
+            )
+            count += result.rowcount
+    _bump_counts(job_id, {"pending": -count, "queued": count})
+    refresh_job_status(job_id)
+    return count
+
+
+def derive_status(job: Job) -> str:
+    c = job.counts()
+    unfinished = c["pending"] + c["queued"] + c["running"]
+    finished = sum(c[s] for s in FINISHED)
+    if job.total and unfinished == 0:
+        if job.cancelled_at is not None and c["cancelled"]:
+            return "cancelled"
+        if c["failed"]:
+            return "failed"
+        if c["cancelled"]:
+            return "cancelled"
+        return "succeeded"
+    if c["running"] or finished:
+        return "running"
+    return "queued"
+
+
+def refresh_job_status(job_id: str) -> None:
+    row = db.session.execute(
+        select(Job).where(Job.id == job_id).with_for_update().execution_options(populate_existing=True)
+    ).scalar_one()
+    status = derive_status(row)
+    now = utcnow()
+    values: dict[str, datetime | str | None] = {}
+    if row.started_at is None and (row.n_running or status in FINISHED):
+        values["started_at"] = now
+    if status in ("succeeded", "failed", "cancelled"):
+        if row.finished_at is None:
+            values["finished_at"] = now
+    elif row.finished_at is not None:
+        values["finished_at"] = None
+    if status != row.status:
+        values["status"] = status
+        add_event(job_id, "job.status", from_status=row.status, to_status=status)
+    if values:
+        db.session.execute(update(Job).where(Job.id == job_id).values(**values))

@@ -1,0 +1,65 @@
+"""What the broker knows: queue depths and the workers online per queue."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from app.broker import celery_client
+from app.config import QUEUES, settings
+from app.coordination import redis_client
+
+_lock = threading.Lock()
+_workers_cache: dict[str, object] = {"at": 0.0, "value": {}}
+
+
+def queue_depths() -> dict[str, int | None]:
+    """Messages waiting per queue (every priority level); None when the broker is unreachable."""
+    try:
+        r = redis_client(settings().broker_url)
+        pipe = r.pipeline(transaction=False)
+        for q in QUEUES:
+            pipe.llen(q)
+            for step in range(1, 10):
+                pipe.llen(f"{q}:{step}")
+        values = pipe.execute()
+    except Exception:  # noqa: BLE001 - broker down
+        return dict.fromkeys(QUEUES)
+    return {q: sum(values[i * 10 : (i + 1) * 10]) for i, q in enumerate(QUEUES)}
+
+
+def online_workers(max_age_s: float = 3.0) -> dict[str, list[str]]:
+    """Worker name -> queues it consumes, from a short broadcast (cached a few seconds)."""
+    with _lock:
+        if time.monotonic() - float(_workers_cache["at"]) < max_age_s:  # type: ignore[arg-type]
+            return _workers_cache["value"]  # type: ignore[return-value]
+    try:
+        replies = celery_client().control.inspect(timeout=1.0).active_queues() or {}
+    except Exception:  # noqa: BLE001 - broker down: nobody is reachable
+        replies = {}
+    value = {name: [q["name"] for q in queues] for name, queues in replies.items()}
+    with _lock:
+        _workers_cache.update(at=time.monotonic(), value=value)
+    return value
+
+
+def workers_on(queue: str) -> int:
+    return sum(1 for queues in online_workers().values() if queue in queues)
+
+
+def devices_by_worker() -> dict[str, list[str]]:
+    """Online worker name -> the devices its processes announced."""
+    from app.coordination import DEVICES_KEY
+
+    online = online_workers()
+    try:
+        entries = redis_client(settings().broker_url).hgetall(DEVICES_KEY)
+    except Exception:  # noqa: BLE001 - broker down
+        return {}
+    found: dict[str, list[str]] = {}
+    for field, raw in entries.items():
+        node = field.decode().rsplit("/", 1)[0]
+        if node in online:
+            found.setdefault(node, []).append(json.loads(raw)["device"])
+    return {node: sorted(devs) for node, devs in found.items()}

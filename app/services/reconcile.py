@@ -1,0 +1,166 @@
+"""The periodic reconciler: rebuilds whatever Redis lost from Postgres and storage.
+
+- pending items older than a grace period are published (a failed publish, a retry);
+- running items whose lease vanished and stayed gone are recovered from their
+  manifest if the attempt finished, else re-dispatched with attempt + 1 (or failed
+  after max attempts);
+- if the broker's epoch marker vanished, Redis lost its data: queued items are
+  published again (duplicates are harmless, the lease and fenced updates absorb them);
+- running items past their deadline are treated like a lost worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+
+from app.broker import coordination, item_payload, publish_items
+from app.config import settings
+from app.db import db
+from app.models import PRIORITIES, Item, Job
+from app.services.items import add_event
+from app.services.jobs import dispatch_items
+from app.services.reports import apply_report, fail_or_retry
+from app.storage_factory import get_storage, manifest_key
+
+log = logging.getLogger(__name__)
+BATCH = 2000
+
+
+def read_manifest(item: Item) -> dict[str, Any] | None:
+    key = manifest_key(item.job_id, item.id, item.attempt)
+    store = get_storage()
+    try:
+        if not store.exists(key):
+            return None
+        return json.loads(store.get_bytes(key))
+    except Exception as exc:  # noqa: BLE001 - unreadable manifest: treat as absent, retry later
+        log.warning("manifest %s unreadable: %s", key, exc)
+        return None
+
+
+def recover_from_manifest(item: Item) -> bool:
+    manifest = read_manifest(item)
+    if manifest is None:
+        return False
+    report = {
+        **manifest,
+        "state": "succeeded",
+        "item_id": item.id,
+        "job_id": item.job_id,
+        "attempt": item.attempt,
+    }
+    report.setdefault("detail", "recovered from manifest")
+    return apply_report(report) is not None
+
+
+def reconcile() -> dict[str, int]:
+    s = settings()
+    coord = coordination()
+    now = datetime.now(UTC)
+    stats = {"published": 0, "republished": 0, "recovered": 0, "redispatched": 0, "lease_missing": 0}
+
+    if coord.epoch() is None:
+        coord.set_epoch(str(time.time()))
+        stats["republished"] += republish_queued(reason="broker epoch marker missing: Redis lost its data")
+
+    running = list(db.session.scalars(select(Item).where(Item.status == "running").limit(BATCH)))
+    present = coord.leases_present([i.id for i in running])
+    grace = timedelta(seconds=max(2 * s.heartbeat_s, 1.0))
+    deadline = timedelta(seconds=s.item_deadline_s + s.lease_ttl_s)
+    for item in running:
+        if present.get(item.id):
+            if item.lease_lost_at is not None:
+                item.lease_lost_at = None
+            overdue = item.started_at is not None and _aware(item.started_at) + deadline < now
+            if not overdue:
+                continue
+            reason = f"ran past its deadline of {s.item_deadline_s} s"
+        else:
+            stats["lease_missing"] += 1
+            if item.lease_lost_at is None:
+                item.lease_lost_at = now
+                continue
+            if _aware(item.lease_lost_at) + grace > now:
+                continue
+            reason = "worker lost: lease expired"
+        db.session.commit()
+        if recover_from_manifest(item):
+            stats["recovered"] += 1
+            continue
+        old = fail_or_retry(
+            item.id,
+            item.job_id,
+            item.attempt,
+            error=reason,
+            code="worker_lost",
+            retryable=True,
+            worker=item.worker,
+        )
+        db.session.commit()
+        if old is not None:
+            stats["redispatched"] += 1
+            # Publish the new attempt now rather than after the pending grace period.
+            dispatch_items(item.job_id, [item.id])
+    db.session.commit()
+
+    cutoff = now - timedelta(seconds=s.pending_grace_s)
+    pending_jobs = list(
+        db.session.scalars(
+            select(Item.job_id)
+            .where(Item.status == "pending", Item.updated_at < cutoff)
+            .distinct()
+            .limit(BATCH)
+        )
+    )
+    db.session.commit()
+    for job_id in pending_jobs:
+        stats["published"] += dispatch_items(job_id)
+
+    stuck_cutoff = now - timedelta(seconds=s.visibility_timeout_s)
+    stats["republished"] += republish_queued(
+        reason="queued longer than the visibility timeout", older_than=stuck_cutoff
+    )
+    if any(stats.values()):
+        log.info("reconcile: %s", stats)
+    return stats
+
+
+def republish_queued(reason: str, older_than: datetime | None = None) -> int:
+    query = select(Item, Job).join(Job, Job.id == Item.job_id).where(Item.status == "queued")
+    if older_than is not None:
+        query = query.where(Item.queued_at < older_than)
+    rows = list(db.session.execute(query.order_by(Item.queued_at).limit(BATCH * 5)))
+    db.session.commit()
+    messages = []
+    for item, job in rows:
+        if recover_from_manifest(item):
+            continue
+        messages.append((item_payload(item, job), item.queue, PRIORITIES.get(job.priority, 3)))
+    published = publish_items(messages)
+    if published:
+        by_job: dict[str, int] = {}
+        for payload, _, _ in messages:
+            by_job[payload["job_id"]] = by_job.get(payload["job_id"], 0) + 1
+        for job_id, count in by_job.items():
+            add_event(job_id, "job.republished", detail=f"{count} queued items published again: {reason}")
+        now = datetime.now(UTC)
+        for start in range(0, len(published), 500):
+            db.session.execute(
+                update(Item)
+                .where(Item.id.in_(published[start : start + 500]), Item.status == "queued")
+                .values(queued_at=now),
+                execution_options={"synchronize_session": False},
+            )
+        db.session.commit()
+    return len(published)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; they were written in UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

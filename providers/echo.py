@@ -1,0 +1,108 @@
+"""Diagnostic provider: copies the input to the output.
+
+Used by system tests, benchmarks and operators checking that a new host receives
+work. `queue` sends its items to any provider queue so every worker can be reached.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from providers.base import (
+    FatalError,
+    JobSpec,
+    ModelInfo,
+    ParamSpec,
+    Provider,
+    RetryableError,
+    RunContext,
+    RunResult,
+)
+from providers.base import OutputFile as Output
+
+PROVIDER_QUEUES = ["wan_local", "runway", "sam3"]
+
+
+class EchoProvider(Provider):
+    name = "echo"
+    queue = "wan_local"
+    label = "Echo (diagnostic)"
+    description = "Copies each input to the output. For checking workers and measuring the pipeline."
+    demo = True
+    prompt_field = None
+
+    def models(self) -> list[ModelInfo]:
+        return [ModelInfo("echo", "Echo", "copies the input", cost_per_item_usd=0.0, seconds_per_item=0.0)]
+
+    def params(self, model: str) -> list[ParamSpec]:
+        return [
+            ParamSpec(
+                "delay_s", "float", 0.0, "seconds to spend per item, in steps of at most 0.1 s", 0, 3600
+            ),
+            ParamSpec(
+                "fail",
+                "enum",
+                "none",
+                "inject a failure: 'retryable' (every attempt), 'fatal', 'first_attempt' (retryable, then "
+                "succeed), 'crash' (an untyped exception, as a model bug would raise)",
+                choices=["none", "retryable", "fatal", "first_attempt", "crash"],
+            ),
+            ParamSpec(
+                "queue",
+                "enum",
+                self.queue,
+                "queue to run on; 'spread' deals items round-robin over every provider queue",
+                choices=[*PROVIDER_QUEUES, "spread"],
+            ),
+        ]
+
+    def queue_for(self, spec: JobSpec, index: int = 0) -> str:
+        queue = str(spec.params.get("queue") or self.queue)
+        return PROVIDER_QUEUES[index % len(PROVIDER_QUEUES)] if queue == "spread" else queue
+
+    def run(self, input_path: Path, spec: JobSpec, ctx: RunContext) -> RunResult:
+        delay = float(spec.params.get("delay_s", 0.0))
+        fail = spec.params.get("fail", "none")
+        started = time.monotonic()
+        steps = max(1, int(delay / 0.1 + 0.999)) if delay > 0 else 0
+        for step in range(steps):
+            ctx.check_cancelled()
+            time.sleep(min(0.1, delay - step * 0.1))
+            ctx.report_progress((step + 1) / steps, None)
+        ctx.check_cancelled()
+        if fail == "fatal":
+            raise FatalError("injected fatal failure", code="injected")
+        if fail == "retryable" or (fail == "first_attempt" and ctx.attempt == 1):
+            raise RetryableError("injected retryable failure", code="injected")
+        if fail == "crash":
+            raise RuntimeError("injected crash inside the model")
+        _check_image(input_path)
+        out = ctx.workdir / ("echo" + input_path.suffix)
+        shutil.copyfile(input_path, out)
+        return RunResult(
+            outputs=[Output(out, _content_type(input_path), "echo")],
+            meta={"model_ms": round((time.monotonic() - started) * 1000, 3)},
+        )
+
+
+def _content_type(path: Path) -> str:
+    return {
+        ".png": "image/png",
+        ".jpg": "image/jpeg",
+        ".jpeg": "image/jpeg",
+        ".webp": "image/webp",
+        ".gif": "image/gif",
+    }.get(path.suffix.lower(), "application/octet-stream")
+
+
+def _check_image(path: Path) -> None:
+    """Like a real provider, refuse an input that does not decode: that never gets better on retry."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise FatalError(f"the input image is corrupt or truncated: {exc}", code="corrupt_input") from exc

@@ -1,0 +1,410 @@
+"""WAN image-to-video on a local GPU (diffusers `WanImageToVideoPipeline`).
+
+Supports the three diffusers checkpoint layouts, detected from `model_index.json`:
+
+* Wan 2.1 I2V (14B 480P/720P): one transformer plus a CLIP image encoder;
+* Wan 2.2 I2V A14B: `transformer` (high noise) + `transformer_2` (low noise) switched
+  at `boundary_ratio`;
+* Wan 2.2 TI2V-5B: a 48-channel VAE with 16x spatial compression and
+  `expand_timesteps` (sizes must be multiples of 32).
+
+With no model configured the provider builds a tiny random-weight pipeline
+(`providers.demo_models.ensure_demo_wan`) and runs the same code path.
+
+Construction imports nothing heavy: torch and diffusers are imported in `load`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from providers.base import (
+    FatalError,
+    JobSpec,
+    ModelInfo,
+    OutputFile,
+    ParamError,
+    ParamSpec,
+    Provider,
+    RetryableError,
+    RunContext,
+    RunResult,
+)
+
+log = logging.getLogger(__name__)
+
+# Pipelines loaded by this process (all instances). A worker loads its model once.
+LOAD_COUNT = 0
+
+LAYOUTS = {
+    "wan2.1": "Wan 2.1 I2V",
+    "wan2.2": "Wan 2.2 I2V A14B",
+    "ti2v": "Wan 2.2 TI2V-5B",
+}
+
+# Pixel budgets (width x height) per resolution preset; the output keeps the input's
+# aspect ratio within the budget, padded to the model's size multiple.
+RESOLUTIONS: dict[str, int] = {
+    "demo": 64 * 64,
+    "480p": 832 * 480,
+    "720p": 1280 * 720,
+}
+
+DEFAULT_NEGATIVE_PROMPT = (
+    "blurry, low quality, worst quality, jpeg artifacts, static, still frame, overexposed, "
+    "subtitles, text, watermark, deformed, disfigured, extra fingers, messy background"
+)
+
+MAX_FRAMES = 161
+
+
+def detect_layout(model_index: dict[str, Any]) -> str:
+    """The checkpoint layout from a diffusers `model_index.json` ("wan2.1", "wan2.2" or "ti2v")."""
+    if model_index.get("expand_timesteps"):
+        return "ti2v"
+    second = model_index.get("transformer_2")
+    if model_index.get("boundary_ratio") is not None and isinstance(second, list) and second and second[0]:
+        return "wan2.2"
+    return "wan2.1"
+
+
+def guess_layout(model: str | None) -> str:
+    """Best guess without loading anything: the local model_index.json, else the name."""
+    if model:
+        index = Path(model) / "model_index.json"
+        if index.is_file():
+            try:
+                return detect_layout(json.loads(index.read_text()))
+            except (OSError, ValueError):
+                pass
+        low = model.lower()
+        if "ti2v" in low:
+            return "ti2v"
+        if "2.2" in low or "a14b" in low:
+            return "wan2.2"
+    return "wan2.1"
+
+
+def fit_size(width: int, height: int, budget: int, multiple: int) -> tuple[int, int, int, int]:
+    """Canvas size (W, H) within `budget` pixels, both multiples of `multiple`, and the size
+    (w, h) the image is resized to inside it, keeping its aspect ratio."""
+    # Among canvases within the budget, take the one showing the image largest (least
+    # padding); ties go to the smaller canvas.
+    best: tuple[float, int, int, int] | None = None
+    for canvas_w in range(multiple, max(budget // multiple, multiple) + 1, multiple):
+        tallest = max(multiple, budget // canvas_w // multiple * multiple)
+        scale = min(canvas_w / width, tallest / height)
+        canvas_h = min(tallest, max(multiple, math.ceil(height * scale / multiple - 1e-9) * multiple))
+        key = (round(scale, 9), -canvas_w * canvas_h, canvas_w, canvas_h)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    assert best is not None
+    canvas_w, canvas_h = best[2], best[3]
+    fit = min(canvas_w / width, canvas_h / height)
+    inner_w = min(canvas_w, max(1, round(width * fit)))
+    inner_h = min(canvas_h, max(1, round(height * fit)))
+    return canvas_w, canvas_h, inner_w, inner_h
+
+
+def prepare_image(image, budget: int, multiple: int):
+    """Resize + pad (centred, black) keeping the aspect ratio. Returns (canvas, content box)."""
+    from PIL import Image
+
+    canvas_w, canvas_h, inner_w, inner_h = fit_size(image.width, image.height, budget, multiple)
+    resized = image.resize((inner_w, inner_h), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (canvas_w, canvas_h), (0, 0, 0))
+    left, top = (canvas_w - inner_w) // 2, (canvas_h - inner_h) // 2
+    canvas.paste(resized, (left, top))
+    return canvas, [left, top, left + inner_w, top + inner_h]
+
+
+def _torchvision_works() -> bool:
+    if importlib.util.find_spec("torchvision") is None:
+        return False
+    try:
+        import torch
+        import torchvision  # noqa: F401
+
+        torch.ops.torchvision.nms  # noqa: B018 - raises when the compiled ops are missing
+        return True
+    except Exception:
+        return False
+
+
+def _read_model_index(source: str) -> dict[str, Any]:
+    path = Path(source) / "model_index.json"
+    if not path.is_file():
+        from huggingface_hub import hf_hub_download
+
+        path = Path(hf_hub_download(source, "model_index.json"))
+    return json.loads(path.read_text())
+
+
+class WanProvider(Provider):
+    name = "wan_local"
+    queue = "wan_local"
+    label = "WAN local"
+    description = "Image-to-video with Wan 2.1 / 2.2 on this deployment's own GPUs (diffusers)."
+    prompt_field = "prompt"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        demo_model_dir: str = "var/models",
+        cpu_offload: bool = False,
+        vae_tiling: bool = False,
+        demo_layout: str = "wan2.1",
+    ) -> None:
+        self.model_ref = model
+        self.demo = model is None
+        self.demo_model_dir = demo_model_dir
+        self.cpu_offload = cpu_offload
+        self.vae_tiling = vae_tiling
+        self.demo_layout = demo_layout
+        self.layout = demo_layout if self.demo else guess_layout(model)
+        self.loads = 0
+        self.device: str | None = None
+        self.model_dir: str | None = None
+        self._pipe = None
+        self._multiple = 32 if self.layout == "ti2v" else 16
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings) -> WanProvider:
+        return cls(
+            settings.wan_model,
+            demo_model_dir=settings.demo_model_dir,
+            cpu_offload=settings.wan_cpu_offload,
+            vae_tiling=settings.wan_vae_tiling,
+        )
+
+    # ----- description -------------------------------------------------------------
+
+    def models(self) -> list[ModelInfo]:
+        if self.demo:
+            label = "WAN image-to-video (tiny demo weights: output is noise)"
+            seconds = 2.0
+        else:
+            label = f"{LAYOUTS[self.layout]} ({self.model_ref})"
+            seconds = None
+        return [
+            ModelInfo(
+                "wan_i2v",
+                label,
+                "Animates the input image following the prompt.",
+                cost_per_item_usd=None,
+                seconds_per_item=seconds,
+                constraints={"num_frames": "4k+1", "resolution": sorted(RESOLUTIONS), "layout": self.layout},
+            )
+        ]
+
+    def params(self, model: str) -> list[ParamSpec]:
+        if self.demo:
+            resolution, frames, steps, fps = "demo", 9, 2, 8
+        elif self.layout == "ti2v":
+            resolution, frames, steps, fps = "720p", 121, 50, 24
+        else:
+            resolution = "720p" if "720p" in (self.model_ref or "").lower() else "480p"
+            frames, steps, fps = 81, 40, 16
+        return [
+            ParamSpec("negative_prompt", "str", DEFAULT_NEGATIVE_PROMPT, "what the video should avoid"),
+            ParamSpec(
+                "num_frames", "int", frames, "frames to generate; must be 4k+1 (e.g. 81)", 5, MAX_FRAMES
+            ),
+            ParamSpec(
+                "resolution",
+                "enum",
+                resolution,
+                "pixel budget; the input's aspect ratio is kept (padded)",
+                choices=list(RESOLUTIONS),
+            ),
+            ParamSpec("steps", "int", steps, "denoising steps", 1, 100),
+            ParamSpec(
+                "guidance_scale", "float", 5.0, "classifier-free guidance (1 = off)", 0.0, 20.0, advanced=True
+            ),
+            ParamSpec(
+                "seed", "int", None, "random seed (empty: a fresh one, recorded)", 0, 2**32 - 1, advanced=True
+            ),
+            ParamSpec("fps", "int", fps, "frames per second of the mp4", 1, 60, advanced=True),
+        ]
+
+    def check(self, spec: JobSpec) -> JobSpec:
+        frames = spec.params.get("num_frames")
+        if frames is not None and (frames - 1) % 4 != 0:
+            lower = (frames - 1) // 4 * 4 + 1
+            raise ParamError(
+                "params.num_frames",
+                f"num_frames must be 4k+1 (e.g. {lower} or {lower + 4}), not {frames}",
+            )
+        return spec
+
+    # ----- loading -----------------------------------------------------------------
+
+    def load(self, device: str) -> None:
+        with self._load_lock:
+            if self._pipe is not None:
+                return
+            self._load(device)
+
+    def _load(self, device: str) -> None:
+        global LOAD_COUNT
+        started = time.monotonic()
+        import torch
+        from diffusers import WanImageToVideoPipeline
+
+        if self.demo:
+            from providers.demo_models import ensure_demo_wan
+
+            source = ensure_demo_wan(self.demo_model_dir, self.demo_layout)
+        else:
+            source = str(self.model_ref)
+        layout = detect_layout(_read_model_index(source))
+        cuda = device.startswith("cuda")
+        dtype = torch.bfloat16 if cuda else torch.float32
+        kwargs: dict[str, Any] = {"dtype": dtype}
+        if cuda:
+            # The VAE (and Wan 2.1's CLIP image encoder) keep float32, as Wan recommends.
+            from diffusers import AutoencoderKLWan
+
+            kwargs["vae"] = AutoencoderKLWan.from_pretrained(source, subfolder="vae", dtype=torch.float32)
+            if layout == "wan2.1":
+                from transformers import CLIPVisionModel
+
+                kwargs["image_encoder"] = CLIPVisionModel.from_pretrained(
+                    source, subfolder="image_encoder", dtype=torch.float32
+                )
+        if layout == "wan2.1" and not _torchvision_works():
+            from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+            kwargs["image_processor"] = CLIPImageProcessorPil.from_pretrained(
+                source, subfolder="image_processor"
+            )
+        pipe = WanImageToVideoPipeline.from_pretrained(source, **kwargs)
+        if cuda and self.cpu_offload:
+            pipe.enable_model_cpu_offload(device=device)
+        else:
+            pipe.to(device)
+        if self.vae_tiling:
+            pipe.vae.enable_tiling()
+        pipe.set_progress_bar_config(disable=True)
+        patch = (pipe.transformer or pipe.transformer_2).config.patch_size
+        self._multiple = int(pipe.vae_scale_factor_spatial * patch[1])
+        self._pipe = pipe
+        self.layout = layout
+        self.device = device
+        self.model_dir = source
+        self.loads += 1
+        LOAD_COUNT += 1
+        log.info(
+            "loaded wan model %s (%s, %s) on %s in %.1f s",
+            source,
+            LAYOUTS[layout],
+            str(dtype).removeprefix("torch."),
+            device,
+            time.monotonic() - started,
+        )
+
+    def _default_device(self) -> str:
+        import torch
+
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+    # ----- running -----------------------------------------------------------------
+
+    def run(self, input_path: Path, spec: JobSpec, ctx: RunContext) -> RunResult:
+        ctx.check_cancelled()
+        if self._pipe is None:
+            self.load(self._default_device())
+        import torch
+        from diffusers.utils import export_to_video
+        from PIL import Image, ImageOps, UnidentifiedImageError
+
+        p = spec.params
+        num_frames = int(p.get("num_frames", 9))
+        steps = int(p.get("steps", 2))
+        fps = int(p.get("fps", 16))
+        budget = RESOLUTIONS[p.get("resolution", "480p")]
+        seed = p.get("seed")
+        seed = int(seed) if seed is not None else secrets.randbelow(2**32)
+        try:
+            with Image.open(input_path) as opened:
+                image = ImageOps.exif_transpose(opened).convert("RGB")
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise FatalError(f"cannot read the input image: {exc}", code="bad_input") from exc
+        canvas, box = prepare_image(image, budget, self._multiple)
+
+        def on_step_end(pipe, i: int, t, callback_kwargs: dict) -> dict:
+            ctx.report_progress(0.9 * (i + 1) / steps, f"step {i + 1}/{steps}")
+            ctx.check_cancelled()
+            if ctx.deadline is not None and time.time() > ctx.deadline:
+                raise RetryableError("deadline passed during denoising", code="deadline")
+            return {}
+
+        pipe = self._pipe
+        started = time.monotonic()
+        ctx.report_progress(0.0, "encoding prompt and image")
+        with self._run_lock:
+            try:
+                with torch.inference_mode():
+                    out = pipe(
+                        image=canvas,
+                        prompt=spec.prompt or "",
+                        negative_prompt=p.get("negative_prompt") or None,
+                        height=canvas.height,
+                        width=canvas.width,
+                        num_frames=num_frames,
+                        num_inference_steps=steps,
+                        guidance_scale=float(p.get("guidance_scale", 5.0)),
+                        generator=torch.Generator(device="cpu").manual_seed(seed),
+                        output_type="np",
+                        callback_on_step_end=on_step_end,
+                    )
+            except torch.OutOfMemoryError as exc:
+                pipe.maybe_free_model_hooks()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                raise RetryableError(f"out of GPU memory: {exc}", code="oom") from exc
+            except BaseException:
+                pipe.maybe_free_model_hooks()
+                raise
+        model_ms = (time.monotonic() - started) * 1000
+        ctx.check_cancelled()
+
+        frames = out.frames[0]
+        ctx.report_progress(0.95, "encoding mp4")
+        video = ctx.workdir / "video.mp4"
+        partial = ctx.workdir / "video.partial.mp4"
+        export_to_video(list(frames), str(partial), fps=fps)
+        os.replace(partial, video)
+        poster = ctx.workdir / "poster.png"
+        first = (frames[0] * 255).round().clip(0, 255).astype("uint8")
+        Image.fromarray(first).save(poster)
+        ctx.report_progress(1.0, "done")
+        return RunResult(
+            outputs=[OutputFile(video, "video/mp4", "video"), OutputFile(poster, "image/png", "poster")],
+            meta={
+                "model": self.model_ref or "demo",
+                "layout": self.layout,
+                "device": self.device,
+                "seed": seed,
+                "width": canvas.width,
+                "height": canvas.height,
+                "content_box": box,
+                "num_frames": int(frames.shape[0]),
+                "fps": fps,
+                "steps": steps,
+                "model_ms": round(model_ms, 1),
+                "loads": self.loads,
+            },
+        )

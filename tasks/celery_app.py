@@ -1,0 +1,6 @@
+"""The Celery instance every worker runs."""
+
+from celery import Celery
+
+celery = Celery("bulkgen")
+celery.config_from_object("celeryconfig")

@@ -1,0 +1,332 @@
+"""One fault per scenario, each during a job of at least 100 items on a system of its own."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+from celery import Celery
+
+from providers.runway_sim import RunwaySimServer
+from tests.conftest import System, SystemFactory
+from tests.faults.conftest import Outcome, Postgres
+from tests.support import distinct_pngs, png_bytes
+
+pytestmark = pytest.mark.faults
+N = 120
+
+
+def counts(system: System, job_id: str) -> dict[str, int]:
+    return system.api.get(f"/api/v1/jobs/{job_id}", params={"items_limit": 0}).json()["counts"]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if predicate():
+                return time.monotonic() - started
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def progress_resumes(system: System, job_id: str, timeout: float = 120) -> float:
+    """Seconds until one more item succeeds than had when this was called."""
+    before = counts(system, job_id)["succeeded"]
+    total = sum(counts(system, job_id).values())
+    return wait_until(
+        lambda: counts(system, job_id)["succeeded"] > before or before == total, timeout, "progress to resume"
+    )
+
+
+def submit(system: System, n: int = N, seed: int = 0, **fields: object) -> dict:
+    keys = system.api.upload(distinct_pngs(n, seed=seed))
+    return system.api.submit(keys, **fields)
+
+
+def finish(system: System, job: dict, timeout: float = 300) -> dict:
+    system.api.wait(job["id"], timeout=timeout)
+    return system.api.get(f"/api/v1/jobs/{job['id']}", params={"items_limit": 10000}).json()
+
+
+def test_kill_9_gpu_workers_repeatedly(systems: SystemFactory) -> None:
+    sysm = systems.start("f-kill9", workers=("control", "wan_local"))
+    for extra in ("wan_b", "wan_c"):
+        sysm.stack.start_worker("wan_local", name=extra)
+    sysm.stack.wait_workers(["wan_b", "wan_c"])
+    job = submit(sysm, seed=1, params={"delay_s": 0.3, "queue": "wan_local"})
+    recoveries = []
+    for _ in range(3):
+        running = sysm.api.wait_item(
+            job["id"], lambda i: i["status"] == "running" and i["worker"], timeout=60
+        )
+        victim = running["worker"].split("@")[0]
+        sysm.stack.procs[victim].signal(signal.SIGKILL)
+        killed = time.monotonic()
+        sysm.api.wait_item(
+            job["id"], lambda i, r=running: i["id"] == r["id"] and i["attempt"] > r["attempt"], 60
+        )
+        recoveries.append(time.monotonic() - killed)
+        sysm.stack.stop(victim)
+        sysm.stack.start_worker("wan_local", name=victim)
+    out = Outcome("kill -9 of a GPU worker mid-item, 3 times", finish(sysm, job), sysm, max(recoveries))
+    out.notes.append(f"lease 4 s; re-run after {', '.join(f'{r:.1f}' for r in recoveries)} s")
+    figures = out.check()
+    assert figures["retried"] >= 3
+    lost = [
+        e
+        for e in sysm.api.events(job["id"])
+        if e["kind"] == "item.retry" and "worker lost" in (e["detail"] or "")
+    ]
+    assert len(lost) >= 3
+
+
+def test_sigterm_finishes_the_current_item(systems: SystemFactory) -> None:
+    sysm = systems.start("f-sigterm", workers=("control", "wan_local", "sam3"))
+    job = submit(sysm, seed=2, params={"delay_s": 0.2, "queue": "wan_local"})
+    running = sysm.api.wait_item(job["id"], lambda i: i["status"] == "running" and i["worker"], timeout=60)
+    # Like `docker stop` or `kill <pid>`: the main process; it lets the running child finish.
+    sysm.stack.procs["wan_local"].signal(signal.SIGTERM, group=False)
+    sysm.stack.procs["wan_local"].popen.wait(timeout=60)
+    assert sysm.stack.procs["wan_local"].popen.returncode == 0
+    stopped = time.monotonic()
+    sysm.stack.stop("wan_local")
+    sysm.stack.start_worker("wan_local")
+    recovery = progress_resumes(sysm, job["id"]) + (time.monotonic() - stopped)
+    done = finish(sysm, job)
+    item = next(i for i in done["items"] if i["id"] == running["id"])
+    assert item["status"] == "succeeded" and item["attempt"] == 1
+    out = Outcome("SIGTERM (warm shutdown) of a worker mid-item", done, sysm, recovery)
+    out.notes.append("the running item finished on the stopping worker; the rest waited for a new one")
+    assert out.check()["retried"] == 0
+
+
+def test_redis_restart_without_persistence(systems: SystemFactory) -> None:
+    sysm = systems.start("f-redis-restart")
+    job = submit(sysm, seed=3, params={"delay_s": 0.1, "queue": "spread"})
+    wait_until(lambda: counts(sysm, job["id"])["succeeded"] >= 20, 60, "20 items done")
+    sysm.stack.stop("redis")
+    sysm.stack.start_redis()
+    out = Outcome("Redis restarted without persistence", None, sysm, progress_resumes(sysm, job["id"]))  # type: ignore[arg-type]
+    out.job = finish(sysm, job)
+    out.notes.append("queued items re-published from Postgres after the epoch marker vanished")
+    out.check()
+    assert any(e["kind"] == "job.republished" for e in sysm.api.events(job["id"]))
+
+
+def test_redis_unreachable_for_30s(systems: SystemFactory) -> None:
+    sysm = systems.start("f-redis-pause")
+    job = submit(sysm, seed=4, params={"delay_s": 0.1, "queue": "spread"})
+    wait_until(lambda: counts(sysm, job["id"])["succeeded"] >= 20, 60, "20 items done")
+    redis_proc = sysm.stack.procs["redis"]
+    redis_proc.signal(signal.SIGSTOP)  # connections hang: worse than refused
+    time.sleep(30)
+    redis_proc.signal(signal.SIGCONT)
+    out = Outcome("Redis unreachable (frozen) for 30 s", None, sysm, progress_resumes(sysm, job["id"]))  # type: ignore[arg-type]
+    out.job = finish(sysm, job)
+    out.check()
+
+
+@pytest.fixture
+def pg_system(systems: SystemFactory, postgres: Postgres) -> Iterator[System]:
+    sysm = systems.start(f"f-pg-{postgres.port}", database_url=postgres.url)
+    yield sysm
+
+
+def test_postgres_restarted(pg_system: System, postgres: Postgres) -> None:
+    job = submit(pg_system, seed=5, params={"delay_s": 0.1, "queue": "spread"})
+    wait_until(lambda: counts(pg_system, job["id"])["succeeded"] >= 20, 60, "20 items done")
+    postgres.stop()
+    postgres.start()
+    out = Outcome("Postgres restarted", None, pg_system, progress_resumes(pg_system, job["id"]))  # type: ignore[arg-type]
+    out.job = finish(pg_system, job)
+    out.check()
+
+
+def test_postgres_unreachable_for_30s(pg_system: System, postgres: Postgres) -> None:
+    job = submit(pg_system, seed=6, params={"delay_s": 0.1, "queue": "spread"})
+    wait_until(lambda: counts(pg_system, job["id"])["succeeded"] >= 20, 60, "20 items done")
+    store = pg_system.store()
+    manifests_before = len(store.list(prefix=f"outputs/{job['id']}/", limit=1000)[0])
+    postgres.stop()
+    down_at = time.monotonic()
+    r = pg_system.api.get(f"/api/v1/jobs/{job['id']}")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "database_unavailable"
+    assert "database" in r.json()["error"]["message"]
+    time.sleep(max(0.0, 30 - (time.monotonic() - down_at)))
+    # Workers kept running without the database: outputs kept arriving in storage.
+    assert len(store.list(prefix=f"outputs/{job['id']}/", limit=1000)[0]) > manifests_before
+    postgres.start()
+    out = Outcome("Postgres unreachable for 30 s", None, pg_system, progress_resumes(pg_system, job["id"]))  # type: ignore[arg-type]
+    out.job = finish(pg_system, job)
+    out.notes.append("web answered 503 JSON; workers kept running; reports applied afterwards")
+    out.check()
+
+
+def test_control_worker_stopped_for_60s(systems: SystemFactory) -> None:
+    sysm = systems.start("f-control")
+    job = submit(sysm, seed=7, params={"delay_s": 0.1, "queue": "spread"})
+    wait_until(lambda: counts(sysm, job["id"])["succeeded"] >= 10, 60, "10 items done")
+    sysm.stack.stop("control")
+    time.sleep(60)
+    sysm.stack.start_worker("control", beat=True, concurrency=2)
+    out = Outcome("control worker stopped for 60 s", None, sysm, progress_resumes(sysm, job["id"]))  # type: ignore[arg-type]
+    out.job = finish(sysm, job)
+    out.notes.append("reports waited in the control queue and were applied on restart")
+    out.check()
+
+
+def test_object_storage_failing_for_a_while(systems: SystemFactory) -> None:
+    from moto.server import ThreadedMotoServer
+
+    from app.stack import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {
+        "STORAGE_BACKEND": "s3",
+        "S3_BUCKET": "faults",
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "S3_REGION": "us-east-1",
+        "S3_ACCESS_KEY_ID": "test",
+        "S3_SECRET_ACCESS_KEY": "test",
+    }
+    try:
+        sysm = systems.start("f-storage", env=env)
+        job = submit(sysm, seed=8, params={"delay_s": 0.1, "queue": "spread"})
+        wait_until(lambda: counts(sysm, job["id"])["succeeded"] >= 20, 60, "20 items done")
+        server.stop()  # every upload and download now fails to connect
+        time.sleep(20)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        out = Outcome("object storage down for 20 s", None, sysm, progress_resumes(sysm, job["id"]))  # type: ignore[arg-type]
+        done = finish(sysm, job)
+        out.job = done
+        out.notes.append("workers retried storage with backoff; moto keeps its data across the restart")
+        # Outputs are read back from S3 to count output sets.
+        from app.storage import S3Storage
+
+        store = S3Storage("faults", env["S3_ENDPOINT_URL"], "us-east-1", "test", "test")
+        sysm.store = lambda: store  # type: ignore[method-assign]
+        out.check()
+    finally:
+        server.stop()
+
+
+def test_runway_misbehaving(systems: SystemFactory) -> None:
+    with RunwaySimServer(duration_s=0.3, pending_s=0.1) as sim:
+        env = {
+            "RUNWAY_BASE_URL": sim.base_url,
+            "RUNWAY_POLL_INTERVAL_S": "1",
+            "RUNWAY_REQUEST_TIMEOUT_S": "2",
+        }
+        sysm = systems.start("f-runway", workers=("control",), env=env)
+        # One thread per item, as an account on a high concurrency tier would run them.
+        sysm.stack.start_worker("runway", concurrency=100)
+        sysm.stack.wait_workers(["runway"])
+        # Every task THROTTLED for 2 minutes; 20 answers of 429, 20 of 500, 10 slower than the timeout.
+        sim.configure(throttled_s=120.0, fail_429=20, fail_500=20, slow_s=3.0, slow_count=10)
+        job = submit(sysm, n=100, seed=9, provider="runway", model="gen4_turbo", prompt="storm")
+        done = finish(sysm, job, timeout=600)
+        sim.configure(throttled_s=0.0, slow_s=0.0)
+        created = sim.stats()["tasks"]
+        assert min(i["meta"]["wall_s"] for i in done["items"]) >= 120  # they really waited at Runway
+        out = Outcome("Runway: THROTTLED 2 min, 429 x20, 500 x20, 10 timeouts", done, sysm)
+        per_attempt = len(created) / sum(i["attempt"] for i in done["items"])
+        out.notes.append(
+            f"{len(created)} Runway tasks for {sum(i['attempt'] for i in done['items'])} attempts"
+        )
+        out.check()
+        assert per_attempt <= 1.0
+
+
+def test_duplicate_and_stale_messages(systems: SystemFactory) -> None:
+    sysm = systems.start("f-dups")
+    job = submit(sysm, seed=10, params={"delay_s": 0.2, "queue": "spread"})
+    client = Celery("dups", broker=sysm.stack.redis_url)
+    items = sysm.api.get(f"/api/v1/jobs/{job['id']}", params={"items_limit": 1000}).json()["items"]
+
+    def payload(item: dict) -> dict:
+        return {
+            "item_id": item["id"],
+            "job_id": job["id"],
+            "attempt": 1,
+            "provider": "echo",
+            "model": "echo",
+            "input_key": item["input_key"],
+            "prompt": None,
+            "prompts": [],
+            "params": job["params"],
+            "deadline_s": 600,
+        }
+
+    for item in items:  # every message a second time, on another queue
+        other = {"wan_local": "sam3", "sam3": "runway", "runway": "wan_local"}[item["queue"]]
+        client.send_task(
+            "items.run", args=[payload(item)], task_id=item["id"], queue=other, routing_key=other
+        )
+    done = finish(sysm, job)
+    for item in items[:30]:  # stale redeliveries after success
+        client.send_task(
+            "items.run",
+            args=[payload(item)],
+            task_id=item["id"],
+            queue=item["queue"],
+            routing_key=item["queue"],
+        )
+    time.sleep(5)
+    client.close()
+    after = finish(sysm, job)
+    assert [i["attempt"] for i in after["items"]] == [i["attempt"] for i in done["items"]]
+    out = Outcome("every message published twice, 30 stale redeliveries", after, sysm)
+    out.check()
+
+
+def test_corrupt_images_and_model_exceptions_fail_once(systems: SystemFactory) -> None:
+    sysm = systems.start("f-corrupt")
+    keys = sysm.api.upload(distinct_pngs(95, seed=11))
+    store = sysm.store()
+    good = png_bytes(64, 64, (1, 1, 1))
+    for n in range(5):  # truncated files placed straight in storage, as a bucket sync might
+        store.put_bytes(f"inputs/corrupt/{n}.png", good[: len(good) // 2 + n], "image/png")
+    job = sysm.api.submit(keys + [f"inputs/corrupt/{n}.png" for n in range(5)], params={"queue": "spread"})
+    crash = sysm.api.submit(keys[:10], params={"fail": "crash"})
+    done, crashed = finish(sysm, job), finish(sysm, crash)
+    failed = [i for i in done["items"] if i["status"] == "failed"]
+    assert len(failed) == 5 and all(i["attempt"] == 1 and "corrupt" in i["error"] for i in failed)
+    assert all(i["status"] == "failed" and i["attempt"] == 1 for i in crashed["items"])
+    assert all("RuntimeError: injected crash inside the model" in i["error"] for i in crashed["items"])
+    out = Outcome("5 corrupt images + 10 model crashes (non-retryable)", done, sysm)
+    out.notes.append("each failed once with its error; none looped")
+    out.check(expect="mixed", max_attempts=1)
+
+
+def test_cancel_queued_running_and_at_runway(systems: SystemFactory) -> None:
+    with RunwaySimServer(duration_s=0.3, throttled_s=120.0) as sim:
+        env = {"RUNWAY_BASE_URL": sim.base_url, "RUNWAY_POLL_INTERVAL_S": "0.3"}
+        sysm = systems.start("f-cancel", env=env)
+        gpu = submit(sysm, n=100, seed=12, params={"delay_s": 2.0, "queue": "wan_local"})
+        runway = submit(sysm, n=4, seed=13, provider="runway", model="gen4_turbo", prompt="cancel")
+        sysm.api.wait_item(gpu["id"], lambda i: i["status"] == "running" and i["progress"] > 0, 60)
+        wait_until(lambda: len(sim.stats()["tasks"]) == 4, 60, "4 tasks waiting at Runway")
+        for job in (gpu, runway):
+            sysm.api.post(f"/api/v1/jobs/{job['id']}/cancel")
+        started = time.monotonic()
+        done, remote = finish(sysm, gpu, 30), finish(sysm, runway, 30)
+        wait_until(
+            lambda: all(t["status"] == "CANCELLED" or t["deleted"] for t in sim.stats()["tasks"].values()),
+            30,
+            "remote cancels",
+        )
+        stopped = time.monotonic() - started
+        assert done["status"] == "cancelled" and remote["status"] == "cancelled"
+        assert done["counts"]["cancelled"] >= 99
+        out = Outcome("cancel: 100 GPU items (queued + running), 4 waiting at Runway", done, sysm, stopped)
+        out.notes.append("running item stopped at its next step; Runway tasks cancelled remotely")
+        out.check(expect="mixed")

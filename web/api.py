@@ -1,0 +1,366 @@
+"""The JSON API under /api/v1 (bearer tokens). The OpenAPI document is web/openapi.py."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, request, stream_with_context
+from sqlalchemy import func, select, tuple_
+
+from app import storage as storage_mod
+from app.config import QUEUES, settings
+from app.db import db
+from app.images import ImageRejected, input_key, inspect_image
+from app.models import ITEM_STATUSES, Asset, Item, Job
+from app.providers import registry
+from app.services import jobs as job_service
+from app.services.queues import devices_by_worker, online_workers, queue_depths
+from app.storage_factory import get_storage
+from providers import ParamError
+from web.auth import api_auth_required
+from web.errors import ApiError, not_found
+from web.serializers import item_json, job_json
+from web.zipstream import zip_outputs
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+@bp.before_request
+@api_auth_required
+def _require_auth() -> None:
+    return None
+
+
+def _json_body() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    if data is None:
+        raise ApiError(
+            400, "invalid_json", "the request body must be a JSON object (Content-Type: application/json)"
+        )
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
+    return data
+
+
+def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"{name} must be an integer", name) from None
+    if not lo <= value <= hi:
+        raise ApiError(400, "invalid_parameter", f"{name} must be between {lo} and {hi}", name)
+    return value
+
+
+def _get_job(job_id: str) -> Job:
+    job = db.session.get(Job, job_id)
+    if job is None:
+        raise not_found("job", job_id)
+    return job
+
+
+# --- uploads and assets -------------------------------------------------------------------
+
+
+def asset_json(
+    key: str, asset: Asset | None, size: int | None = None, content_type: str | None = None
+) -> dict:
+    return {
+        "key": key,
+        "size": asset.size if asset else size,
+        "content_type": asset.content_type if asset else content_type,
+        "width": asset.width if asset else None,
+        "height": asset.height if asset else None,
+        "sha256": asset.sha256 if asset else None,
+        "filename": asset.filename if asset else key.rsplit("/", 1)[-1],
+    }
+
+
+@bp.post("/uploads")
+def upload() -> tuple[Response, int]:
+    files = request.files.getlist("files")
+    if not files:
+        raise ApiError(400, "missing_files", "send one or more images as multipart field 'files'", "files")
+    s = settings()
+    checked = []
+    for f in files:
+        data = f.read(s.max_upload_bytes + 1)
+        name = f.filename or "upload"
+        try:
+            info = inspect_image(data, name, s.max_upload_bytes, s.max_image_pixels)
+        except ImageRejected as exc:
+            status = 413 if len(data) > s.max_upload_bytes else 400
+            code = "too_large" if status == 413 else "invalid_image"
+            raise ApiError(status, code, exc.message, "files") from None
+        checked.append((name, data, info))
+    store = get_storage()
+    out = []
+    for name, data, info in checked:
+        key = input_key(info)
+        if not store.exists(key):
+            store.put_bytes(key, data, info.content_type)
+        asset = db.session.get(Asset, key)
+        if asset is None:
+            asset = Asset(
+                key=key,
+                filename=name[:255],
+                size=info.size,
+                content_type=info.content_type,
+                width=info.width,
+                height=info.height,
+                sha256=info.sha256,
+                uploaded_by=g.user.id,
+            )
+            db.session.add(asset)
+        out.append(asset_json(key, asset))
+    db.session.commit()
+    return jsonify({"assets": out}), 201
+
+
+@bp.get("/assets")
+def list_assets() -> Response:
+    prefix = request.args.get("prefix", "inputs/")
+    try:
+        storage_mod.validate_prefix(prefix)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_parameter", f"invalid prefix: {exc}", "prefix") from None
+    limit = _int_arg("limit", 100, 1, 1000)
+    try:
+        objects, next_cursor = get_storage().list(
+            prefix=prefix, cursor=request.args.get("cursor") or None, limit=limit
+        )
+    except storage_mod.InvalidCursor:
+        raise ApiError(400, "invalid_parameter", "cursor is not valid", "cursor") from None
+    keys = [o.key for o in objects]
+    known = {a.key: a for a in db.session.scalars(select(Asset).where(Asset.key.in_(keys)))} if keys else {}
+    return jsonify(
+        {
+            "assets": [asset_json(o.key, known.get(o.key), o.size, o.content_type) for o in objects],
+            "next_cursor": next_cursor,
+        }
+    )
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+
+@bp.post("/jobs")
+def create_job() -> tuple[Response, int]:
+    body = _json_body()
+    sub = job_service.Submission(
+        provider=body.get("provider", settings().default_provider),
+        model=body.get("model"),
+        inputs=body.get("inputs"),
+        prompt=body.get("prompt"),
+        prompts=body.get("prompts"),
+        params=body.get("params"),
+        priority=body.get("priority"),
+        idempotency_key=body.get("idempotency_key"),
+    )
+    job, created = job_service.create_job(sub, g.user.id)
+    db.session.refresh(job)
+    return jsonify(job_json(job)), 201 if created else 200
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(created), job_id
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_parameter", "cursor is not valid", "cursor") from None
+
+
+@bp.get("/jobs")
+def list_jobs() -> Response:
+    limit = _int_arg("limit", 50, 1, 500)
+    query = select(Job)
+    status = request.args.get("status")
+    if status:
+        query = query.where(Job.status == status)
+    provider = request.args.get("provider")
+    if provider:
+        query = query.where(Job.provider == provider)
+    cursor = request.args.get("cursor")
+    if cursor:
+        created, job_id = _decode_cursor(cursor)
+        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(created, job_id))
+    rows = list(db.session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return jsonify({"jobs": [job_json(j) for j in rows[:limit]], "next_cursor": next_cursor})
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id: str) -> Response:
+    job = _get_job(job_id)
+    limit = _int_arg("items_limit", 1000, 0, 10000)
+    offset = _int_arg("items_offset", 0, 0, 10_000_000)
+    query = select(Item).where(Item.job_id == job.id)
+    item_status = request.args.get("item_status")
+    if item_status:
+        query = query.where(Item.status == item_status)
+    items = list(db.session.scalars(query.order_by(Item.idx).offset(offset).limit(limit)))
+    data = job_json(job, items)
+    data["items_offset"] = offset
+    data["items_next_offset"] = offset + limit if offset + limit < job.total and len(items) == limit else None
+    return jsonify(data)
+
+
+@bp.get("/jobs/<job_id>/events")
+def job_events(job_id: str) -> Response:
+    from app.models import Event
+
+    job = _get_job(job_id)
+    after = _int_arg("after", 0, 0, 2**62)
+    limit = _int_arg("limit", 200, 1, 1000)
+    rows = db.session.scalars(
+        select(Event).where(Event.job_id == job.id, Event.id > after).order_by(Event.id).limit(limit)
+    )
+    return jsonify(
+        {
+            "events": [
+                {
+                    "id": e.id,
+                    "at": e.at.isoformat() if e.at else None,
+                    "kind": e.kind,
+                    "item_id": e.item_id,
+                    "from_status": e.from_status,
+                    "to_status": e.to_status,
+                    "attempt": e.attempt,
+                    "worker": e.worker,
+                    "detail": e.detail,
+                }
+                for e in rows
+            ]
+        }
+    )
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> Response:
+    job = _get_job(job_id)
+    cancelled = job_service.cancel_job(job)
+    db.session.refresh(job)
+    return jsonify({"cancelled": cancelled, "job": job_json(job)})
+
+
+@bp.post("/jobs/<job_id>/retry")
+def retry_job(job_id: str) -> Response:
+    job = _get_job(job_id)
+    retried = job_service.retry_failed(job)
+    db.session.refresh(job)
+    return jsonify({"retried": retried, "job": job_json(job)})
+
+
+@bp.post("/items/<item_id>/retry")
+def retry_item(item_id: str) -> Response:
+    item = db.session.get(Item, item_id)
+    if item is None:
+        raise not_found("item", item_id)
+    if item.status not in ("failed", "cancelled"):
+        raise ApiError(
+            409, "conflict", f"item is {item.status}; only failed or cancelled items can be retried"
+        )
+    if not job_service.retry_item(item, "item retry requested"):
+        raise ApiError(409, "conflict", "the item changed state meanwhile; reload and try again")
+    db.session.refresh(item)
+    return jsonify(item_json(item))
+
+
+@bp.get("/items/<item_id>")
+def get_item(item_id: str) -> Response:
+    item = db.session.get(Item, item_id)
+    if item is None:
+        raise not_found("item", item_id)
+    return jsonify(item_json(item))
+
+
+@bp.get("/jobs/<job_id>/download")
+def download_job(job_id: str) -> Response:
+    job = _get_job(job_id)
+    items = list(
+        db.session.scalars(
+            select(Item).where(Item.job_id == job.id, Item.status == "succeeded").order_by(Item.idx)
+        )
+    )
+    entries = [
+        (f"{i.idx:05d}-{i.id[:8]}/{o['key'].rsplit('/', 1)[-1]}", o["key"])
+        for i in items
+        for o in i.outputs or []
+    ]
+    db.session.commit()
+    response = Response(stream_with_context(zip_outputs(get_storage(), entries)), mimetype="application/zip")
+    response.headers["Content-Disposition"] = f'attachment; filename="job-{job.id[:8]}.zip"'
+    return response
+
+
+# --- overview -----------------------------------------------------------------------------
+
+
+@bp.get("/stats")
+def stats() -> Response:
+    cols = [func.coalesce(func.sum(getattr(Job, f"n_{s}")), 0) for s in ITEM_STATUSES]
+    rows = db.session.execute(
+        select(Job.provider, func.coalesce(func.sum(Job.total), 0), *cols).group_by(Job.provider)
+    )
+    out: dict[str, dict[str, int]] = {
+        name: {"total": 0, **dict.fromkeys(ITEM_STATUSES, 0)} for name in registry()
+    }
+    for provider, total, *counts in rows:
+        out[provider] = {
+            "total": int(total),
+            **{s: int(c) for s, c in zip(ITEM_STATUSES, counts, strict=True)},
+        }
+    return jsonify({"providers": out})
+
+
+@bp.get("/queues")
+def queues() -> Response:
+    running = dict(
+        db.session.execute(
+            select(Item.queue, func.count()).where(Item.status == "running").group_by(Item.queue)
+        ).all()
+    )
+    depths = queue_depths()
+    workers = online_workers()
+    devices = devices_by_worker()
+    out = {}
+    for q in QUEUES:
+        names = sorted(w for w, qs in workers.items() if q in qs)
+        out[q] = {
+            "waiting": depths[q],
+            "running": int(running.get(q, 0)),
+            "workers_online": len(names),
+            "workers": names,
+            "devices": {w: devices.get(w, []) for w in names},
+        }
+    return jsonify({"queues": out, "broker_reachable": depths[QUEUES[0]] is not None})
+
+
+@bp.get("/providers")
+def providers() -> Response:
+    return jsonify(
+        {"providers": [p.describe() for p in registry().values()], "default": settings().default_provider}
+    )
+
+
+def param_error(exc: ParamError) -> tuple[Response, int]:
+    from web.errors import error_response
+
+    return error_response(400, "invalid_parameter", str(exc.message), exc.field)
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    from web.openapi import spec
+
+    return jsonify(spec())

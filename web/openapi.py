@@ -1,0 +1,310 @@
+"""The OpenAPI 3.1 description of /api/v1 (served at /api/v1/openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+STATUSES = ["pending", "queued", "running", "succeeded", "failed", "cancelled"]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    words = {
+        400: "Invalid input",
+        401: "Missing or invalid token",
+        404: "Unknown id",
+        409: "Conflict",
+        413: "Too large",
+    }
+    return {str(c): _json(_ref("Error"), words[c]) for c in codes}
+
+
+def _id_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+NULLABLE_STR = {"type": ["string", "null"]}
+TIME = {"type": ["string", "null"], "format": "date-time"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "field": {"type": "string"},
+                },
+            }
+        },
+    },
+    "Asset": {
+        "type": "object",
+        "required": ["key"],
+        "properties": {
+            "key": {"type": "string"},
+            "size": {"type": ["integer", "null"]},
+            "content_type": NULLABLE_STR,
+            "width": {"type": ["integer", "null"]},
+            "height": {"type": ["integer", "null"]},
+            "sha256": NULLABLE_STR,
+            "filename": NULLABLE_STR,
+        },
+    },
+    "Output": {
+        "type": "object",
+        "properties": {
+            "key": {"type": "string"},
+            "url": {"type": "string"},
+            "content_type": NULLABLE_STR,
+            "role": NULLABLE_STR,
+        },
+    },
+    "Counts": {"type": "object", "properties": {s: {"type": "integer"} for s in STATUSES}},
+    "Item": {
+        "type": "object",
+        "required": ["id", "input_key", "status", "attempt", "progress", "outputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "input_key": {"type": "string"},
+            "status": {"enum": STATUSES},
+            "attempt": {"type": "integer"},
+            "progress": {"type": "number", "minimum": 0, "maximum": 1},
+            "outputs": {"type": "array", "items": _ref("Output")},
+            "error": NULLABLE_STR,
+            "worker": NULLABLE_STR,
+            "started_at": TIME,
+            "finished_at": TIME,
+        },
+    },
+    "Job": {
+        "type": "object",
+        "required": ["id", "status", "provider", "model", "progress", "counts", "created_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+            "provider": {"type": "string"},
+            "model": {"type": "string"},
+            "progress": {"type": "number", "minimum": 0, "maximum": 1},
+            "counts": _ref("Counts"),
+            "created_at": TIME,
+            "started_at": TIME,
+            "finished_at": TIME,
+            "items": {"type": "array", "items": _ref("Item")},
+        },
+    },
+    "NewJob": {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "provider": {"type": "string", "description": "defaults to the deployment's default provider"},
+            "model": {"type": "string"},
+            "inputs": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            "prompt": {"type": "string"},
+            "prompts": {"type": "array", "items": {"type": "string"}, "description": "SAM3 concepts"},
+            "params": {"type": "object"},
+            "priority": {"enum": ["low", "normal", "high"]},
+            "idempotency_key": {"type": "string", "maxLength": 200},
+        },
+    },
+}
+
+
+def spec() -> dict[str, Any]:
+    job_id = [_id_param("job_id")]
+    item_id = [_id_param("item_id")]
+    paths: dict[str, Any] = {
+        "/uploads": {
+            "post": {
+                "summary": "Upload one or many images",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "files": {
+                                        "type": "array",
+                                        "items": {"type": "string", "format": "binary"},
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _json(
+                        {
+                            "type": "object",
+                            "properties": {"assets": {"type": "array", "items": _ref("Asset")}},
+                        },
+                        "Stored",
+                    ),
+                    **_errors(400, 401, 413),
+                },
+            }
+        },
+        "/assets": {
+            "get": {
+                "summary": "Browse stored inputs by prefix",
+                "parameters": [
+                    _query("prefix", {"type": "string"}),
+                    _query("cursor", {"type": "string"}),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "assets": {"type": "array", "items": _ref("Asset")},
+                                "next_cursor": NULLABLE_STR,
+                            },
+                        }
+                    ),
+                    **_errors(400, 401),
+                },
+            }
+        },
+        "/jobs": {
+            "post": {
+                "summary": "Submit a job: one item per input",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("NewJob")}},
+                },
+                "responses": {
+                    "201": _json(_ref("Job"), "Created"),
+                    "200": _json(_ref("Job"), "Same idempotency key: the first job"),
+                    **_errors(400, 401),
+                },
+            },
+            "get": {
+                "summary": "List jobs, newest first",
+                "parameters": [
+                    _query("status", {"type": "string"}),
+                    _query("provider", {"type": "string"}),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+                    _query("cursor", {"type": "string"}),
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "jobs": {"type": "array", "items": _ref("Job")},
+                                "next_cursor": NULLABLE_STR,
+                            },
+                        }
+                    ),
+                    **_errors(400, 401),
+                },
+            },
+        },
+        "/jobs/{job_id}": {
+            "get": {
+                "summary": "A job with its items (paged with items_offset / items_limit)",
+                "parameters": [
+                    *job_id,
+                    _query("items_limit", {"type": "integer", "minimum": 0, "maximum": 10000}),
+                    _query("items_offset", {"type": "integer", "minimum": 0}),
+                    _query("item_status", {"enum": STATUSES}),
+                ],
+                "responses": {"200": _json(_ref("Job")), **_errors(400, 401, 404)},
+            }
+        },
+        "/jobs/{job_id}/events": {
+            "get": {
+                "summary": "The job's event log",
+                "parameters": [
+                    *job_id,
+                    _query("after", {"type": "integer", "minimum": 0}),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                ],
+                "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 404)},
+            }
+        },
+        "/jobs/{job_id}/cancel": {
+            "post": {
+                "summary": "Cancel unfinished items",
+                "parameters": job_id,
+                "responses": {"200": _json({"type": "object"}), **_errors(401, 404)},
+            }
+        },
+        "/jobs/{job_id}/retry": {
+            "post": {
+                "summary": "Retry failed items",
+                "parameters": job_id,
+                "responses": {"200": _json({"type": "object"}), **_errors(401, 404)},
+            }
+        },
+        "/jobs/{job_id}/download": {
+            "get": {
+                "summary": "All outputs as a zip (streamed)",
+                "parameters": job_id,
+                "responses": {
+                    "200": {"description": "zip", "content": {"application/zip": {}}},
+                    **_errors(401, 404),
+                },
+            }
+        },
+        "/items/{item_id}": {
+            "get": {
+                "summary": "One item",
+                "parameters": item_id,
+                "responses": {"200": _json(_ref("Item")), **_errors(401, 404)},
+            }
+        },
+        "/items/{item_id}/retry": {
+            "post": {
+                "summary": "Retry a failed or cancelled item",
+                "parameters": item_id,
+                "responses": {"200": _json(_ref("Item")), **_errors(401, 404, 409)},
+            }
+        },
+        "/stats": {
+            "get": {
+                "summary": "Item counts per provider",
+                "responses": {"200": _json({"type": "object"}), **_errors(401)},
+            }
+        },
+        "/queues": {
+            "get": {
+                "summary": "Per queue: waiting messages, running items, workers online",
+                "responses": {"200": _json({"type": "object"}), **_errors(401)},
+            }
+        },
+        "/providers": {
+            "get": {
+                "summary": "Providers, their models and parameter schemas",
+                "responses": {"200": _json({"type": "object"}), **_errors(401)},
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "bulkgen API", "version": "1"},
+        "servers": [{"url": "/api/v1"}],
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }

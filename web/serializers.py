@@ -1,0 +1,136 @@
+"""JSON shapes of the API (the contract: add fields freely, never rename)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from app.broker import celery_client
+from app.config import settings
+from app.coordination import redis_client
+from app.models import Item, Job
+from app.storage_factory import get_storage
+
+log = logging.getLogger(__name__)
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if value.tzinfo else value.isoformat() + "Z"
+
+
+def live_progress(item_ids: list[str]) -> dict[str, float]:
+    """Progress of running items from the results backend (workers write it there)."""
+    if not item_ids:
+        return {}
+    try:
+        backend = celery_client().backend
+        keys = [backend.get_key_for_task(i) for i in item_ids]
+        values = redis_client(settings().result_backend).mget(keys)
+    except Exception as exc:  # noqa: BLE001 - progress is decoration; the record is Postgres
+        log.debug("no live progress: %s", exc)
+        return {}
+    found: dict[str, float] = {}
+    for item_id, raw in zip(item_ids, values, strict=True):
+        if not raw:
+            continue
+        try:
+            meta = json.loads(raw)
+            result = meta.get("result") or {}
+            if meta.get("status") == "PROGRESS" and isinstance(result, dict):
+                found[item_id] = float(result.get("progress") or 0.0)
+        except (ValueError, TypeError, AttributeError):
+            continue
+    return found
+
+
+def outputs_json(item: Item) -> list[dict[str, Any]]:
+    store = get_storage()
+    ttl = settings().signed_url_ttl_s
+    out = []
+    for o in item.outputs or []:
+        name = f"{item.idx:05d}-{o['key'].rsplit('/', 1)[-1]}"
+        out.append(
+            {
+                "key": o["key"],
+                "url": store.signed_url(o["key"], expires_s=ttl, filename=name),
+                "content_type": o.get("content_type"),
+                "role": o.get("role"),
+                "size": o.get("size"),
+            }
+        )
+    return out
+
+
+def item_json(item: Item, progress: dict[str, float] | None = None) -> dict[str, Any]:
+    value = item.progress
+    if item.status == "running" and progress and item.id in progress:
+        value = progress[item.id]
+    elif item.status == "succeeded":
+        value = 1.0
+    return {
+        "id": item.id,
+        "job_id": item.job_id,
+        "index": item.idx,
+        "input_key": item.input_key,
+        "status": item.status,
+        "attempt": item.attempt,
+        "max_attempts": item.max_attempts,
+        "progress": round(value or 0.0, 4),
+        "outputs": outputs_json(item) if item.status == "succeeded" else [],
+        "error": item.error,
+        "error_code": item.error_code,
+        "worker": item.worker,
+        "device": item.device,
+        "remote_id": item.remote_id,
+        "meta": item.meta or {},
+        "cost_usd": item.cost_usd,
+        "duration_ms": item.duration_ms,
+        "queue": item.queue,
+        "created_at": iso(item.created_at),
+        "queued_at": iso(item.queued_at),
+        "started_at": iso(item.started_at),
+        "finished_at": iso(item.finished_at),
+    }
+
+
+def job_progress(job: Job, running_progress: float = 0.0) -> float:
+    if not job.total:
+        return 0.0
+    done = job.n_succeeded + job.n_failed + job.n_cancelled
+    return round(min(1.0, (done + running_progress) / job.total), 4)
+
+
+def job_json(
+    job: Job, items: list[Item] | None = None, running_progress: float | None = None
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": job.id,
+        "status": job.status,
+        "provider": job.provider,
+        "model": job.model,
+        "prompt": job.prompt,
+        "prompts": job.prompts or [],
+        "params": job.params or {},
+        "priority": job.priority,
+        "total": job.total,
+        "progress": job_progress(job, running_progress or 0.0),
+        "counts": job.counts(),
+        "created_by": job.creator.email if job.creator else None,
+        "idempotency_key": job.idempotency_key,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "cancelled_at": iso(job.cancelled_at),
+        "waiting_reason": job.waiting_reason,
+        "routed_from": job.routed_from,
+    }
+    if items is not None:
+        progress = live_progress([i.id for i in items if i.status == "running"])
+        data["items"] = [item_json(i, progress) for i in items]
+        if running_progress is None:
+            data["progress"] = job_progress(job, sum(progress.values()))
+    return data

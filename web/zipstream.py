@@ -1,0 +1,48 @@
+"""Stream a zip of stored objects without holding it in memory."""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator
+
+from app.storage import Storage
+
+CHUNK = 1024 * 1024
+
+
+class _Pipe:
+    """A write-only file whose written bytes are drained by the generator."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.offset = 0
+
+    def write(self, data: bytes) -> int:
+        self.chunks.append(bytes(data))
+        self.offset += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.offset
+
+    def flush(self) -> None:
+        return None
+
+    def drain(self) -> bytes:
+        data = b"".join(self.chunks)
+        self.chunks.clear()
+        return data
+
+
+def zip_outputs(store: Storage, entries: list[tuple[str, str]]) -> Iterator[bytes]:
+    """Yield a zip of (name in archive, storage key). Media is already compressed: store it."""
+    pipe = _Pipe()
+    with zipfile.ZipFile(pipe, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:  # type: ignore[arg-type]
+        for name, key in entries:
+            with store.open_stream(key) as src, archive.open(name, mode="w", force_zip64=True) as dst:
+                while block := src.read(CHUNK):
+                    dst.write(block)
+                    if pipe.chunks:
+                        yield pipe.drain()
+            yield pipe.drain()
+    yield pipe.drain()
