@@ -10,6 +10,7 @@ import pytest
 import requests
 from celery import Celery
 
+from app.coordination import lease_key
 from providers.runway_sim import RunwaySimServer
 from tests.conftest import System, SystemFactory
 from tests.faults.conftest import Outcome, Postgres
@@ -54,17 +55,34 @@ def finish(system: System, job: dict, timeout: float = 300) -> dict:
     return system.api.get(f"/api/v1/jobs/{job['id']}", params={"items_limit": 10000}).json()
 
 
+def item_mid_run(system: System, job_id: str, timeout: float = 60) -> dict:
+    """A running item whose lease its worker holds right now: killing that worker loses the run.
+
+    The API's `running` can lag a finished item by a report, so the lease in Redis decides."""
+    r = system.redis()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for item in system.api.job(job_id)["items"]:
+            if item["status"] != "running" or not item["worker"]:
+                continue
+            held = r.get(lease_key(item["id"]))
+            if held is not None and held.decode().split("|")[1] == item["worker"]:
+                return item
+        time.sleep(0.05)
+    raise AssertionError(f"no item of job {job_id} was mid-run within {timeout} s")
+
+
 def test_kill_9_gpu_workers_repeatedly(systems: SystemFactory) -> None:
     sysm = systems.start("f-kill9", workers=("control", "wan_local"))
     for extra in ("wan_b", "wan_c"):
         sysm.stack.start_worker("wan_local", name=extra)
     sysm.stack.wait_workers(["wan_b", "wan_c"])
-    job = submit(sysm, seed=1, params={"delay_s": 0.3, "queue": "wan_local"})
+    # 1 s per item: long enough that the item chosen is still mid-run when its worker dies.
+    job = submit(sysm, seed=1, params={"delay_s": 1.0, "queue": "wan_local"})
     recoveries = []
+    victims = []
     for _ in range(3):
-        running = sysm.api.wait_item(
-            job["id"], lambda i: i["status"] == "running" and i["worker"], timeout=60
-        )
+        running = item_mid_run(sysm, job["id"])
         victim = running["worker"].split("@")[0]
         sysm.stack.procs[victim].signal(signal.SIGKILL)
         killed = time.monotonic()
@@ -72,12 +90,15 @@ def test_kill_9_gpu_workers_repeatedly(systems: SystemFactory) -> None:
             job["id"], lambda i, r=running: i["id"] == r["id"] and i["attempt"] > r["attempt"], 60
         )
         recoveries.append(time.monotonic() - killed)
+        victims.append(running["id"])
         sysm.stack.stop(victim)
         sysm.stack.start_worker("wan_local", name=victim)
     out = Outcome("kill -9 of a GPU worker mid-item, 3 times", finish(sysm, job), sysm, max(recoveries))
     out.notes.append(f"lease 4 s; re-run after {', '.join(f'{r:.1f}' for r in recoveries)} s")
     figures = out.check()
     assert figures["retried"] >= 3
+    by_id = {i["id"]: i for i in out.items()}
+    assert all(by_id[v]["status"] == "succeeded" and by_id[v]["attempt"] >= 2 for v in victims)
     lost = [
         e
         for e in sysm.api.events(job["id"])
