@@ -14,7 +14,6 @@ from app.coordination import Coordination, redis_client
 log = logging.getLogger(__name__)
 
 RUN_ITEM = "items.run"
-REPORT = "control.report"
 # Publishing must not hold a web request for long when the broker is down: items stay
 # `pending` and the reconciler publishes them later.
 FAST_FAIL = {"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 0.5}
@@ -72,6 +71,9 @@ def publish_items(
                     priority=priority,
                     countdown=countdown,
                     producer=producer,
+                    # The record is Postgres and the manifest; progress is stored explicitly.
+                    # (Also spares the publisher a result subscription per task.)
+                    ignore_result=True,
                     retry=True,
                     retry_policy=FAST_FAIL,
                 )

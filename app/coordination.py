@@ -7,21 +7,47 @@ a lost lease or flag from recording an item twice.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import redis
 
 PREFIX = "bulkgen"
 EPOCH_KEY = f"{PREFIX}:epoch"
+# When the reconciler last talked to Redis, and until when it gives workers time to re-take leases.
+SEEN_KEY = f"{PREFIX}:reconciler-seen"
+GRACE_KEY = f"{PREFIX}:lease-grace-until"
 # Hash "node/pid" -> {"device", "queues", ...}: which GPU serves which queue.
 DEVICES_KEY = f"{PREFIX}:devices"
+# State reports from workers to the control side: a stream read by one applier at a time.
+REPORTS_KEY = f"{PREFIX}:reports"
+REPORTS_GROUP = "control"
+# One consumer name for every applier: a new applier re-reads what a dead one read but never acked.
+REPORTS_CONSUMER = "applier"
 CANCEL_TTL_S = 7 * 24 * 3600
 MEMO_TTL_S = 3 * 24 * 3600
 
-# Renew only while we still hold it; re-take it if it vanished (Redis restarted) and nobody else has it.
+# Take an item's lease if it is free, or held by an older attempt: the control side publishes a
+# newer attempt only after it gave up on the older one (whose heartbeat then finds it lost).
+_ACQUIRE = """
+local v = redis.call('GET', KEYS[1])
+if v then
+  local held = tonumber(string.match(v, '^(%d+)|'))
+  if not held or held >= tonumber(ARGV[3]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+# Renew only while we still hold it; re-take it if it vanished (Redis restarted) and nobody else has
+# it -- unless (KEYS[2], the item's attempt marker) a newer attempt has been published meanwhile.
 _RENEW = """
+if #KEYS > 1 then
+  local current = redis.call('GET', KEYS[2])
+  if current and tonumber(current) > tonumber(ARGV[3]) then return 0 end
+end
 local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2]); return 1
@@ -48,6 +74,14 @@ def attempt_key(item_id: str) -> str:
     return f"{PREFIX}:attempt:{item_id}"
 
 
+def lock_key(name: str) -> str:
+    return f"{PREFIX}:lock:{name}"
+
+
+def outcome_key(item_id: str, attempt: int) -> str:
+    return f"{PREFIX}:outcome:{item_id}:{attempt}"
+
+
 def memo_key(item_id: str, attempt: int, name: str) -> str:
     return f"{PREFIX}:memo:{item_id}:{attempt}:{name}"
 
@@ -71,20 +105,34 @@ class Lease:
 class Coordination:
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
+        self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
 
     # Leases: one holder per item; the value carries the attempt so a stale delivery can tell.
     def acquire(self, item_id: str, attempt: int, holder: str, ttl_s: float) -> Lease | None:
         lease = Lease(item_id, attempt, f"{holder}|{time.time():.3f}")
-        ok = self.r.set(lease_key(item_id), lease.value, nx=True, px=int(ttl_s * 1000))
+        ok = self._acquire(keys=[lease_key(item_id)], args=[lease.value, int(ttl_s * 1000), attempt])
         return lease if ok else None
 
     def renew(self, lease: Lease, ttl_s: float) -> bool:
-        return bool(self._renew(keys=[lease_key(lease.item_id)], args=[lease.value, int(ttl_s * 1000)]))
+        keys = [lease_key(lease.item_id), attempt_key(lease.item_id)]
+        return bool(self._renew(keys=keys, args=[lease.value, int(ttl_s * 1000), lease.attempt]))
 
     def release(self, lease: Lease) -> None:
         self._release(keys=[lease_key(lease.item_id)], args=[lease.value])
+
+    # Named locks (e.g. the single report applier), with the same renew/release fencing as leases.
+    def try_lock(self, name: str, holder: str, ttl_s: float) -> Lease | None:
+        lock = Lease(name, 0, f"{holder}|{time.time():.3f}")
+        ok = self.r.set(lock_key(name), lock.value, nx=True, px=int(ttl_s * 1000))
+        return lock if ok else None
+
+    def renew_lock(self, lock: Lease, ttl_s: float) -> bool:
+        return bool(self._renew(keys=[lock_key(lock.item_id)], args=[lock.value, int(ttl_s * 1000), 0]))
+
+    def release_lock(self, lock: Lease) -> None:
+        self._release(keys=[lock_key(lock.item_id)], args=[lock.value])
 
     def leases_present(self, item_ids: list[str]) -> dict[str, bool]:
         if not item_ids:
@@ -103,6 +151,11 @@ class Coordination:
 
     def is_cancelled(self, item_id: str) -> bool:
         return bool(self.r.exists(cancel_key(item_id)))
+
+    def delivery_state(self, item_id: str) -> tuple[bool, int | None]:
+        """(cancelled, current attempt) in one round trip: what a worker checks before any work."""
+        cancelled, attempt = self.r.mget([cancel_key(item_id), attempt_key(item_id)])
+        return cancelled is not None, int(attempt) if attempt is not None else None
 
     # The attempt each item is on, so a stale message from an older attempt is dropped early.
     def set_attempts(self, attempts: dict[str, int]) -> None:
@@ -125,6 +178,64 @@ class Coordination:
         value = self.r.get(memo_key(item_id, attempt, name))
         return value.decode() if value is not None else None
 
+    # State reports: workers append; the control side reads in batches and acks after its commit.
+    def push_report(self, report: dict[str, Any], final: bool = False) -> None:
+        """Append a report. A `final` one (an attempt's failure) is also kept under the attempt,
+        so the reconciler can tell a worker that failed from one that vanished."""
+        body = json.dumps(report, separators=(",", ":"))
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xadd(REPORTS_KEY, {"r": body})
+        if final:
+            pipe.set(outcome_key(report["item_id"], report["attempt"]), body, ex=MEMO_TTL_S)
+        pipe.execute()
+
+    def outcome(self, item_id: str, attempt: int) -> dict[str, Any] | None:
+        value = self.r.get(outcome_key(item_id, attempt))
+        return json.loads(value) if value is not None else None
+
+    def read_reports(self, count: int, block_ms: int, pending: bool = False) -> list[tuple[bytes, dict]]:
+        """Up to `count` reports: first those read earlier but never acked (`pending`), else new ones."""
+        try:
+            answer = self.r.xreadgroup(
+                REPORTS_GROUP,
+                REPORTS_CONSUMER,
+                {REPORTS_KEY: "0" if pending else ">"},
+                count=count,
+                block=None if pending else block_ms,
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # A fresh Redis (or one that lost its data): start reading from the stream's beginning.
+            self.ensure_report_group()
+            return []
+        entries: list[tuple[bytes, dict]] = []
+        for _, rows in answer or []:
+            for entry_id, fields in rows:
+                try:
+                    entries.append((entry_id, json.loads(fields[b"r"])))
+                except (KeyError, ValueError):
+                    entries.append((entry_id, {}))
+        return entries
+
+    def ensure_report_group(self) -> None:
+        try:
+            self.r.xgroup_create(REPORTS_KEY, REPORTS_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def ack_reports(self, entry_ids: list[bytes]) -> None:
+        if not entry_ids:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xack(REPORTS_KEY, REPORTS_GROUP, *entry_ids)
+        pipe.xdel(REPORTS_KEY, *entry_ids)
+        pipe.execute()
+
+    def reports_waiting(self) -> int:
+        return int(self.r.xlen(REPORTS_KEY))
+
     # Broker data-loss detection: the control side keeps this key; if it vanishes, Redis lost data.
     def epoch(self) -> str | None:
         value = self.r.get(EPOCH_KEY)
@@ -132,3 +243,16 @@ class Coordination:
 
     def set_epoch(self, value: str) -> bool:
         return bool(self.r.set(EPOCH_KEY, value, nx=True))
+
+    def lease_grace(self, now: float, gap_s: float, grace_s: float) -> bool:
+        """Whether missing leases deserve patience now: for `grace_s` after the reconciler has not
+        reached Redis for over `gap_s` (Redis restarted, frozen or unreachable), workers that
+        could not renew are given time to take their leases again."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.getset(SEEN_KEY, repr(now))
+        pipe.get(GRACE_KEY)
+        last, until = pipe.execute()
+        if last is None or now - float(last) > gap_s:
+            self.r.set(GRACE_KEY, repr(now + grace_s), ex=int(grace_s) + 60)
+            return True
+        return until is not None and now < float(until)

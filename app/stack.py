@@ -321,6 +321,13 @@ class Stack:
         if proc is not None:
             proc.stop()
 
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal a process's whole group, as when its host goes away; it is not restarted."""
+        with self._lock:
+            self._specs.pop(name, None)
+            proc = self.procs[name]
+        proc.signal(sig)
+
     def supervise(self, every_s: float = 1.0) -> None:
         """Restart any process that fails (exits non-zero) without being stopped, as systemd's
         Restart=on-failure or Docker's restart policy would: a worker can die of a broker outage (a known kombu failure while restoring

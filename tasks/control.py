@@ -41,30 +41,27 @@ class ControlTask(Task):
                 db.session.remove()
 
 
-# A database outage must not drop reports: retry them until the database is back.
+# Short runs keep a warm shutdown of the control worker quick.
+APPLIER_BUDGET_S = 5.0
+# A database outage must not drop a job's dispatch: retry it until the database is back.
 DB_DOWN = (OperationalError, InterfaceError)
 
 
-@celery.task(
-    name="control.report",
-    base=ControlTask,
-    acks_late=True,
-    ignore_result=True,
-    autoretry_for=DB_DOWN,
-    retry_backoff=1,
-    retry_backoff_max=30,
-    retry_jitter=True,
-    max_retries=None,
-)
-def report(report: dict[str, Any]) -> str | None:
-    from app.services.jobs import dispatch_items
-    from app.services.reports import apply_report
+@celery.task(name="control.apply_reports", base=ControlTask, bind=True, ignore_result=True)
+def apply_reports(self: Task) -> int | None:
+    """Apply workers' reports for a few seconds, then hand over to the next run.
 
-    old = apply_report(report)
-    if report.get("state") == "failed" and old is not None:
-        # A retryable failure put the item back to pending with attempt + 1: publish it now.
-        dispatch_items(report["job_id"], [report["item_id"]])
-    return old
+    One applier at a time (a Redis lock); beat starts one every second in case none runs, and
+    each run queues its successor, so reports wait at most a block interval when all is well.
+    """
+    import os
+
+    from app.services.reports import drain_reports
+
+    applied = drain_reports(holder=f"{self.request.hostname}/{os.getpid()}", budget_s=APPLIER_BUDGET_S)
+    if applied is not None:
+        self.apply_async(queue="control", expires=APPLIER_BUDGET_S * 2)
+    return applied
 
 
 @celery.task(name="control.reconcile", base=ControlTask)

@@ -8,6 +8,7 @@ attempt's prefix, and write the manifest last: it is the attempt's commit marker
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import mimetypes
@@ -71,6 +72,29 @@ def classify_model_error(exc: Exception) -> ProviderError:
     return FatalError(message, code=name)
 
 
+def is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, ProviderError):
+        return exc.retryable
+    # Outside the model call (provider errors are typed) trouble is infrastructure:
+    # Redis, storage, the network. Another attempt may well succeed.
+    return True
+
+
+def report_failure(payload: dict[str, Any], exc: BaseException, worker: str) -> None:
+    """The attempt's failure, recorded as its outcome; marks the exception as reported."""
+    publish_report(
+        payload,
+        "failed",
+        final=True,
+        error=f"{exc}" or type(exc).__name__,
+        error_code=getattr(exc, "code", None) or type(exc).__name__,
+        retryable=is_retryable(exc),
+        worker=worker,
+    )
+    with contextlib.suppress(AttributeError):
+        exc.bulkgen_reported = True  # type: ignore[attr-defined]
+
+
 def _worker_name(task: Any) -> str:
     return f"{task.request.hostname or 'worker'}/{os.getpid()}"
 
@@ -95,9 +119,9 @@ class ItemRun:
         self._last_progress = 0.0
 
     def execute(self) -> dict[str, Any]:
-        if self.coord.is_cancelled(self.item_id):
+        cancelled, current = self.coord.delivery_state(self.item_id)
+        if cancelled:
             return {"outcome": "cancelled", "worker": self.worker}
-        current = self.coord.current_attempt(self.item_id)
         if current is not None and self.attempt < current:
             log.info(
                 "dropping stale delivery of item %s attempt %d (now %d)", self.item_id, self.attempt, current
@@ -121,6 +145,12 @@ class ItemRun:
             return {"outcome": "cancelled", "worker": self.worker}
         except LeaseLost:
             return {"outcome": "skipped", "reason": "lease lost to another delivery"}
+        except Exception as exc:
+            # Reported while the lease is still held: the reconciler then never mistakes this
+            # failure for a lost worker (which would retry a failure that is not retryable).
+            if not self.heartbeat.lost:
+                report_failure(self.payload, exc, self.worker)
+            raise
         finally:
             self.heartbeat.stop()
             if not self.heartbeat.lost:

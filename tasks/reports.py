@@ -1,8 +1,9 @@
-"""State reports from workers to the control queue.
+"""State reports from workers to the control side.
 
-GPU and API workers have no database: they tell the control worker what happened
-and it applies that to Postgres. Reports are small dicts, published with retries
-so a short broker outage does not drop them (lost ones are recovered from manifests).
+GPU and API workers have no database: they append what happened to a Redis stream
+that the control worker applies to Postgres in batches. Publishing retries through a
+short broker outage; a report lost with Redis is recovered by the reconciler from the
+attempt's manifest, its recorded outcome or its lease.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ import logging
 import time
 from typing import Any
 
-from tasks.celery_app import celery
+import redis
+
+from app.config import settings
+from app.coordination import Coordination, redis_client
 
 log = logging.getLogger(__name__)
-REPORT_TASK = "control.report"
-RETRY = {"max_retries": 30, "interval_start": 0.5, "interval_step": 1.0, "interval_max": 3.0}
+# About 90 s of retries: longer than a Redis restart, shorter than a lease's patience.
+RETRY_DELAYS = [0.5 + min(i, 5) * 0.5 for i in range(30)]
 
 
-def publish_report(payload: dict[str, Any], state: str, **fields: Any) -> None:
+def publish_report(payload: dict[str, Any], state: str, *, final: bool = False, **fields: Any) -> None:
     report = {
         "item_id": payload["item_id"],
         "job_id": payload["job_id"],
@@ -27,7 +31,14 @@ def publish_report(payload: dict[str, Any], state: str, **fields: Any) -> None:
         "at": time.time(),
         **fields,
     }
-    try:
-        celery.send_task(REPORT_TASK, args=[report], queue="control", retry=True, retry_policy=RETRY)
-    except Exception as exc:  # noqa: BLE001 - the reconciler recovers from the manifest or the lease
-        log.error("could not publish %s report for item %s: %s", state, payload["item_id"], exc)
+    coord = Coordination(redis_client(settings().broker_url))
+    for delay in [*RETRY_DELAYS, None]:
+        try:
+            coord.push_report(report, final=final)
+            return
+        except redis.RedisError as exc:
+            if delay is None:
+                log.error("could not publish %s report for item %s: %s", state, payload["item_id"], exc)
+                return
+            log.warning("publishing a %s report failed (retrying in %.1f s): %s", state, delay, exc)
+            time.sleep(delay)

@@ -16,8 +16,8 @@ from celery.signals import (
     worker_ready,
 )
 
-from providers import ProviderError
 from tasks import runtime
+from tasks.items import report_failure
 from tasks.reports import publish_report
 
 log = logging.getLogger(__name__)
@@ -98,31 +98,17 @@ def _on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
         publish_report(payload, "cancelled", worker=result.get("worker"))
 
 
-def _is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, ProviderError):
-        return exc.retryable
-    # Outside the model call (provider errors are typed above) trouble is infrastructure:
-    # Redis, storage, the network. Another attempt may well succeed.
-    return True
-
-
 @task_failure.connect
 def _on_failure(
     sender: Any = None, exception: BaseException | None = None, args: Any = None, **_: Any
 ) -> None:
+    # The item task reports its own failures while it holds the lease; this catches the rest.
     if sender is None or sender.name != RUN_ITEM or exception is None:
         return
     payload = _payload(args)
-    if payload is None:
+    if payload is None or getattr(exception, "bulkgen_reported", False):
         return
-    publish_report(
-        payload,
-        "failed",
-        error=f"{exception}" or type(exception).__name__,
-        error_code=getattr(exception, "code", None) or type(exception).__name__,
-        retryable=_is_retryable(exception),
-        worker=f"{sender.request.hostname}",
-    )
+    report_failure(payload, exception, f"{sender.request.hostname}")
 
 
 @task_revoked.connect

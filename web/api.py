@@ -16,7 +16,7 @@ from app.images import ImageRejected, input_key, inspect_image
 from app.models import ITEM_STATUSES, Asset, Item, Job
 from app.providers import registry
 from app.services import jobs as job_service
-from app.services.queues import devices_by_worker, online_workers, queue_depths
+from app.services.queues import devices_by_worker, online_workers, queue_depths, reports_waiting
 from app.storage_factory import get_storage
 from providers import ParamError
 from web.auth import api_auth_required
@@ -343,6 +343,7 @@ def queues() -> Response:
             "workers": names,
             "devices": {w: devices.get(w, []) for w in names},
         }
+    out["control"]["reports_waiting"] = reports_waiting()
     return jsonify({"queues": out, "broker_reachable": depths[QUEUES[0]] is not None})
 
 

@@ -9,6 +9,7 @@ scrape, so every value comes from the record (Postgres) or the broker when Prome
 | `bulkgen_jobs{status}` | gauge | jobs by status |
 | `bulkgen_queue_depth{queue}` | gauge | messages waiting in the broker, every priority level |
 | `bulkgen_workers_online{queue}` | gauge | workers answering a control broadcast, per queue they consume |
+| `bulkgen_reports_waiting` | gauge | workers' state reports not yet applied (the control side's lag) |
 | `bulkgen_oldest_queued_item_age_seconds{queue}` | gauge | age of the longest-waiting queued item |
 | `bulkgen_item_duration_seconds{provider,model}` | histogram | `items.duration_ms` of every succeeded item |
 | `bulkgen_item_retries_total{provider}` | counter | sum of (attempt - 1) over items |
@@ -200,7 +201,7 @@ class BulkgenCollector:
     # --- broker ----------------------------------------------------------------------------------------
 
     def _from_broker(self) -> Iterator[Metric]:
-        from app.services.queues import online_workers, queue_depths
+        from app.services.queues import online_workers, queue_depths, reports_waiting
 
         depths = queue_depths()
         if any(v is None for v in depths.values()):
@@ -216,6 +217,11 @@ class BulkgenCollector:
             online.add_metric([queue], float(sum(1 for qs in workers.values() if queue in qs)))
         yield depth
         yield online
+        yield _gauge(
+            "bulkgen_reports_waiting",
+            "workers' state reports not yet applied to the database",
+            float(reports_waiting() or 0),
+        )
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -286,7 +286,7 @@ def spec() -> dict[str, Any]:
         },
         "/queues": {
             "get": {
-                "summary": "Per queue: waiting messages, running items, workers online",
+                "summary": "Per queue: waiting messages, running items, workers online (control: reports waiting)",
                 "responses": {"200": _json({"type": "object"}), **_errors(401)},
             }
         },

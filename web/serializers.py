@@ -22,8 +22,9 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value.tzinfo else value.isoformat() + "Z"
 
 
-def live_progress(item_ids: list[str]) -> dict[str, float]:
-    """Progress of running items from the results backend (workers write it there)."""
+def live_progress(attempts: dict[str, int]) -> dict[str, float]:
+    """Progress of running items (id -> attempt) from the results backend (workers write it there)."""
+    item_ids = list(attempts)
     if not item_ids:
         return {}
     try:
@@ -40,7 +41,12 @@ def live_progress(item_ids: list[str]) -> dict[str, float]:
         try:
             meta = json.loads(raw)
             result = meta.get("result") or {}
-            if meta.get("status") == "PROGRESS" and isinstance(result, dict):
+            # A retried item's task id stays the same: skip what an earlier attempt left there.
+            if (
+                meta.get("status") == "PROGRESS"
+                and isinstance(result, dict)
+                and result.get("attempt") in (None, attempts[item_id])
+            ):
                 found[item_id] = float(result.get("progress") or 0.0)
         except (ValueError, TypeError, AttributeError):
             continue
@@ -129,7 +135,7 @@ def job_json(
         "routed_from": job.routed_from,
     }
     if items is not None:
-        progress = live_progress([i.id for i in items if i.status == "running"])
+        progress = live_progress({i.id: i.attempt for i in items if i.status == "running"})
         data["items"] = [item_json(i, progress) for i in items]
         if running_progress is None:
             data["progress"] = job_progress(job, sum(progress.values()))

@@ -43,6 +43,21 @@ def add_event(
             detail=detail,
         )
     )
+    log_event(job_id, kind, item_id, from_status, to_status, attempt=attempt, worker=worker, detail=detail)
+
+
+def log_event(
+    job_id: str,
+    kind: str,
+    item_id: str | None,
+    from_status: str | None,
+    to_status: str | None,
+    *,
+    attempt: int | None,
+    worker: str | None,
+    detail: str | None,
+) -> None:
+    """One log line per state change, with job and item ids."""
     log.info(
         "%s job=%s item=%s %s->%s attempt=%s worker=%s %s",
         kind,
@@ -56,7 +71,7 @@ def add_event(
     )
 
 
-def _bump_counts(job_id: str, deltas: dict[str, int]) -> None:
+def bump_counts(job_id: str, deltas: dict[str, int]) -> None:
     values = {f"n_{status}": getattr(Job, f"n_{status}") + delta for status, delta in deltas.items() if delta}
     if values:
         db.session.execute(update(Job).where(Job.id == job_id).values(**values))
@@ -81,35 +96,37 @@ def move_item(
     """
     now = utcnow()
     expect = tuple(expect)
-    # A concurrent transaction (e.g. pending -> queued after publishing) can move the row between
-    # two of the per-status updates below; when all miss, look again and retry if that happened.
     for _ in range(3):
-        for old in expect:
-            where = [Item.id == item_id, Item.status == old]
-            if attempt is not None:
-                where.append(Item.attempt == attempt)
-            result = db.session.execute(
-                update(Item).where(*where).values(status=to, updated_at=now, **(values or {})),
-                execution_options={"synchronize_session": False},
-            )
-            if result.rowcount == 1:
-                if old != to:
-                    _bump_counts(job_id, {old: -1, to: +1})
-                add_event(
-                    job_id,
-                    kind or f"item.{to}",
-                    item_id=item_id,
-                    from_status=old,
-                    to_status=to,
-                    attempt=event_attempt if event_attempt is not None else attempt,
-                    worker=worker,
-                    detail=detail,
-                )
-                refresh_job_status(job_id)
-                return old
-        row = db.session.execute(select(Item.status, Item.attempt).where(Item.id == item_id)).first()
+        # Lock the row (Postgres) and read what it is now: a concurrent pending -> queued that has
+        # not committed yet is waited for, not missed.
+        row = db.session.execute(
+            select(Item.status, Item.attempt).where(Item.id == item_id).with_for_update()
+        ).first()
         if row is None or row.status not in expect or (attempt is not None and row.attempt != attempt):
             return None
+        old = row.status
+        result = db.session.execute(
+            update(Item)
+            .where(Item.id == item_id, Item.status == old, Item.attempt == row.attempt)
+            .values(status=to, updated_at=now, **(values or {})),
+            execution_options={"synchronize_session": False},
+        )
+        if result.rowcount != 1:
+            continue  # SQLite has no row locks: another writer got in between; look again
+        if old != to:
+            bump_counts(job_id, {old: -1, to: +1})
+        add_event(
+            job_id,
+            kind or f"item.{to}",
+            item_id=item_id,
+            from_status=old,
+            to_status=to,
+            attempt=event_attempt if event_attempt is not None else attempt,
+            worker=worker,
+            detail=detail,
+        )
+        refresh_job_status(job_id)
+        return old
     return None
 
 
@@ -134,7 +151,7 @@ def move_job_items(
             deltas[old] = deltas.get(old, 0) - len(ids)
             deltas[to] = deltas.get(to, 0) + len(ids)
         moved.extend(ids)
-    _bump_counts(job_id, deltas)
+    bump_counts(job_id, deltas)
     refresh_job_status(job_id)
     return moved
 
@@ -158,7 +175,7 @@ def mark_queued(job_id: str, published: list[tuple[str, int]]) -> int:
                 execution_options={"synchronize_session": False},
             )
             count += result.rowcount
-    _bump_counts(job_id, {"pending": -count, "queued": count})
+    bump_counts(job_id, {"pending": -count, "queued": count})
     refresh_job_status(job_id)
     return count
 

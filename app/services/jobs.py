@@ -189,13 +189,14 @@ def dispatch_items(job_id: str, item_ids: list[str] | None = None) -> int:
                 "job.waiting" if reason else "job.resumed",
                 detail=reason or "spending cap allows work again",
             )
-    db.session.commit()  # release locks before talking to the broker
-    if not items:
-        return 0
+    # Build the messages before the commit: it expires the loaded rows (a reload each otherwise).
     priority = PRIORITIES.get(job.priority, 3)
     messages = [(item_payload(item, job), item.queue, priority) for item in items]
-    published_ids = set(publish_items(messages))
-    published = [(i.id, i.attempt) for i in items if i.id in published_ids]
+    attempts = {item.id: item.attempt for item in items}
+    db.session.commit()  # release locks before talking to the broker
+    if not messages:
+        return 0
+    published = [(item_id, attempts[item_id]) for item_id in publish_items(messages)]
     count = mark_queued(job_id, published)
     db.session.commit()
     return count

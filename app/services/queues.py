@@ -8,7 +8,7 @@ import time
 
 from app.broker import celery_client
 from app.config import QUEUES, settings
-from app.coordination import redis_client
+from app.coordination import Coordination, redis_client
 
 _lock = threading.Lock()
 _workers_cache: dict[str, object] = {"at": 0.0, "value": {}}
@@ -27,6 +27,14 @@ def queue_depths() -> dict[str, int | None]:
     except Exception:  # noqa: BLE001 - broker down
         return dict.fromkeys(QUEUES)
     return {q: sum(values[i * 10 : (i + 1) * 10]) for i, q in enumerate(QUEUES)}
+
+
+def reports_waiting() -> int | None:
+    """Workers' state reports not yet applied to the database (the control side's backlog)."""
+    try:
+        return Coordination(redis_client(settings().broker_url)).reports_waiting()
+    except Exception:  # noqa: BLE001 - broker down
+        return None
 
 
 def online_workers(max_age_s: float = 3.0) -> dict[str, list[str]]:

@@ -25,7 +25,7 @@ from app.db import db
 from app.models import PRIORITIES, Item, Job
 from app.services.items import add_event
 from app.services.jobs import dispatch_items
-from app.services.reports import apply_report, fail_or_retry
+from app.services.reports import apply_report, apply_reports
 from app.storage_factory import get_storage, manifest_key
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ def recover_from_manifest(item: Item) -> bool:
         "item_id": item.id,
         "job_id": item.job_id,
         "attempt": item.attempt,
+        "at": manifest.get("finished_at"),
     }
     report.setdefault("detail", "recovered from manifest")
     return apply_report(report) is not None
@@ -68,10 +69,15 @@ def reconcile() -> dict[str, int]:
     if coord.epoch() is None:
         coord.set_epoch(str(time.time()))
         stats["republished"] += republish_queued(reason="broker epoch marker missing: Redis lost its data")
+    # A missing lease is an expired one -- except right after the reconciler could not reach Redis
+    # (restarted, frozen, unreachable): then workers get two heartbeats to take theirs again.
+    grace = timedelta(seconds=max(2 * s.heartbeat_s, 1.0))
+    in_grace = coord.lease_grace(
+        time.time(), gap_s=2 * s.reconcile_interval_s + 1.0, grace_s=grace.total_seconds()
+    )
 
     running = list(db.session.scalars(select(Item).where(Item.status == "running").limit(BATCH)))
     present = coord.leases_present([i.id for i in running])
-    grace = timedelta(seconds=max(2 * s.heartbeat_s, 1.0))
     deadline = timedelta(seconds=s.item_deadline_s + s.lease_ttl_s)
     for item in running:
         if present.get(item.id):
@@ -83,27 +89,25 @@ def reconcile() -> dict[str, int]:
             reason = f"ran past its deadline of {s.item_deadline_s} s"
         else:
             stats["lease_missing"] += 1
-            if item.lease_lost_at is None:
-                item.lease_lost_at = now
-                continue
-            if _aware(item.lease_lost_at) + grace > now:
-                continue
+            if in_grace:
+                if item.lease_lost_at is None:
+                    item.lease_lost_at = now
+                    continue
+                if _aware(item.lease_lost_at) + grace > now:
+                    continue
             reason = "worker lost: lease expired"
         db.session.commit()
         if recover_from_manifest(item):
             stats["recovered"] += 1
             continue
-        old = fail_or_retry(
-            item.id,
-            item.job_id,
-            item.attempt,
-            error=reason,
-            code="worker_lost",
-            retryable=True,
-            worker=item.worker,
-        )
-        db.session.commit()
-        if old is not None:
+        outcome = _recorded_outcome(coord, item)
+        if outcome is not None:
+            # The worker failed and said so, and its report has not been applied yet (or was lost).
+            stats["recovered"] += 1
+            applied = apply_reports([outcome])[0]
+        else:
+            applied = apply_reports([_lost(item, reason)])[0]
+        if applied.needs_dispatch:
             stats["redispatched"] += 1
             # Publish the new attempt now rather than after the pending grace period.
             dispatch_items(item.job_id, [item.id])
@@ -159,6 +163,28 @@ def republish_queued(reason: str, older_than: datetime | None = None) -> int:
             )
         db.session.commit()
     return len(published)
+
+
+def _lost(item: Item, reason: str) -> dict[str, Any]:
+    return {
+        "state": "failed",
+        "item_id": item.id,
+        "job_id": item.job_id,
+        "attempt": item.attempt,
+        "error": reason,
+        "error_code": "worker_lost",
+        "retryable": True,
+        "worker": item.worker,
+    }
+
+
+def _recorded_outcome(coord: Any, item: Item) -> dict[str, Any] | None:
+    try:
+        outcome = coord.outcome(item.id, item.attempt)
+    except Exception as exc:  # noqa: BLE001 - Redis away: decide on the lease alone
+        log.warning("could not read the outcome of %s: %s", item.id, exc)
+        return None
+    return outcome if isinstance(outcome, dict) and outcome.get("item_id") == item.id else None
 
 
 def _aware(value: datetime) -> datetime:

@@ -1,22 +1,38 @@
-"""Applying workers' state reports to Postgres.
+"""Applying workers' state reports to Postgres, in batches.
 
-Reports arrive at least once and in any order. Each is applied with a fenced,
-idempotent update; a report for an attempt the item is no longer on changes nothing.
+Reports arrive at least once and in any order. A batch locks its items (in id order),
+works out each item's transitions from the locked rows, then writes them with
+conditional updates on (id, status, attempt): a report for an attempt the item is no
+longer on, or for a status it already left, changes nothing. Counts and job status
+move in the same transaction, so they always equal a GROUP BY over the job's items.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import DBAPIError
+
 from app.db import db
-from app.models import Item
-from app.services.items import move_item
+from app.models import Event, Item, utcnow
+from app.services.items import bump_counts, log_event, refresh_job_status
 
 log = logging.getLogger(__name__)
 
 ALIVE = ("pending", "queued", "running")
+CHUNK = 500
+
+
+class Conflict(Exception):
+    """A row changed between reading and writing it (SQLite has no row locks): apply again."""
 
 
 def _ts(value: Any) -> datetime | None:
@@ -25,140 +41,351 @@ def _ts(value: Any) -> datetime | None:
     return None
 
 
-def apply_report(report: dict[str, Any]) -> str | None:
-    """Apply one report and commit. Returns the status the item left, or None if it was stale.
+def well_formed(report: Any) -> bool:
+    return (
+        isinstance(report, dict)
+        and isinstance(report.get("item_id"), str)
+        and isinstance(report.get("job_id"), str)
+        and isinstance(report.get("attempt"), int)
+        and not isinstance(report.get("attempt"), bool)
+    )
 
-    After a retryable failure the item goes back to `pending` with attempt + 1; the
-    caller publishes it (the return value tells).
-    """
+
+@dataclass
+class _Item:
+    """An item as a batch sees it: the locked row, then each transition applied in order."""
+
+    id: str
+    job_id: str
+    status: str
+    attempt: int
+    max_attempts: int
+    orig_status: str = ""
+    orig_attempt: int = 0
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.orig_status, self.orig_attempt = self.status, self.attempt
+
+
+@dataclass
+class Applied:
+    """What one report did: the status the item left (None: stale, nothing changed)."""
+
+    old: str | None
+    new: str | None = None
+
+    @property
+    def needs_dispatch(self) -> bool:
+        # A retryable failure put the item back to pending with attempt + 1: publish it.
+        return self.old is not None and self.new == "pending"
+
+
+def _transition(item: _Item, report: dict[str, Any], now: datetime) -> tuple[str, dict, dict] | None:
+    """(new status, column values, event fields) for one report, or None when it is stale."""
     state = report.get("state")
-    item_id = report.get("item_id")
-    job_id = report.get("job_id")
-    attempt = report.get("attempt")
-    if not (isinstance(item_id, str) and isinstance(job_id, str) and isinstance(attempt, int)):
-        log.warning("ignoring malformed report %r", report)
-        return None
+    attempt = report["attempt"]
     worker = report.get("worker")
-    detail = report.get("detail")
-    old: str | None = None
-    if state == "running":
-        old = move_item(
-            item_id,
-            job_id,
-            "running",
-            expect=("queued", "pending"),
-            attempt=attempt,
-            values={
-                "worker": worker,
-                "device": report.get("device"),
-                "started_at": _ts(report.get("at")),
-                "progress": 0.0,
-                "lease_lost_at": None,
-            },
-            worker=worker,
-            detail=report.get("device"),
-        )
-    elif state == "succeeded":
-        meta = report.get("meta") or {}
-        old = move_item(
-            item_id,
-            job_id,
-            "succeeded",
-            expect=ALIVE,
-            attempt=attempt,
-            values={
-                "outputs": report.get("outputs") or [],
-                "manifest_key": report.get("manifest_key"),
-                "meta": meta,
-                "worker": worker,
-                "progress": 1.0,
-                "error": None,
-                "error_code": None,
-                "remote_id": meta.get("runway_task_id") or meta.get("remote_id"),
-                "cost_usd": meta.get("cost_usd"),
-                "duration_ms": report.get("duration_ms"),
-                "finished_at": _ts(report.get("at")),
-                "lease_lost_at": None,
-            },
-            worker=worker,
-            detail=detail,
-        )
-    elif state == "cancelled":
-        old = move_item(
-            item_id,
-            job_id,
-            "cancelled",
-            expect=ALIVE,
-            attempt=attempt,
-            values={"finished_at": _ts(report.get("at"))},
-            worker=worker,
-            detail=detail or "stopped by cancel",
-        )
-    elif state == "failed":
-        old = fail_or_retry(
-            item_id,
-            job_id,
-            attempt,
-            error=str(report.get("error") or "unknown error")[:4000],
-            code=report.get("error_code"),
-            retryable=bool(report.get("retryable")),
-            worker=worker,
-            at=_ts(report.get("at")),
-        )
-    else:
-        log.warning("ignoring report with unknown state %r", state)
-    db.session.commit()
-    return old
-
-
-def fail_or_retry(
-    item_id: str,
-    job_id: str,
-    attempt: int,
-    *,
-    error: str,
-    code: str | None,
-    retryable: bool,
-    worker: str | None,
-    at: datetime | None = None,
-) -> str | None:
-    """A failed attempt: back to pending with attempt + 1 while attempts remain, else failed."""
-    item = db.session.get(Item, item_id)
-    if item is None or item.attempt != attempt:
+    at = _ts(report.get("at"))
+    if attempt != item.attempt:
         return None
-    if retryable and attempt < item.max_attempts:
-        return move_item(
-            item_id,
-            job_id,
-            "pending",
-            expect=ALIVE,
-            attempt=attempt,
-            values={
+    if state == "running":
+        if item.status not in ("queued", "pending"):
+            return None
+        values = {
+            "worker": worker,
+            "device": report.get("device"),
+            "started_at": at or now,
+            "progress": 0.0,
+            "lease_lost_at": None,
+        }
+        return "running", values, {"worker": worker, "detail": report.get("device")}
+    if item.status not in ALIVE:
+        return None
+    if state == "succeeded":
+        meta = report.get("meta") or {}
+        values = {
+            "outputs": report.get("outputs") or [],
+            "manifest_key": report.get("manifest_key"),
+            "meta": meta,
+            "worker": worker,
+            "progress": 1.0,
+            "error": None,
+            "error_code": None,
+            "remote_id": meta.get("runway_task_id") or meta.get("remote_id"),
+            "cost_usd": meta.get("cost_usd"),
+            "duration_ms": report.get("duration_ms"),
+            "finished_at": at or now,
+            "lease_lost_at": None,
+        }
+        if item.status != "running" and report.get("started_at"):
+            values["started_at"] = _ts(report.get("started_at"))
+        return "succeeded", values, {"worker": worker, "detail": report.get("detail")}
+    if state == "cancelled":
+        values = {"finished_at": at or now}
+        return "cancelled", values, {"worker": worker, "detail": report.get("detail") or "stopped by cancel"}
+    if state == "failed":
+        error = str(report.get("error") or "unknown error")[:4000]
+        code = report.get("error_code")
+        retryable = bool(report.get("retryable"))
+        if retryable and attempt < item.max_attempts:
+            values = {
                 "attempt": attempt + 1,
                 "error": error,
                 "error_code": code,
                 "progress": 0.0,
                 "lease_lost_at": None,
-            },
-            kind="item.retry",
-            worker=worker,
-            detail=f"attempt {attempt} failed: {error}",
-            event_attempt=attempt + 1,
+            }
+            event = {
+                "kind": "item.retry",
+                "worker": worker,
+                "detail": f"attempt {attempt} failed: {error}",
+                "attempt": attempt + 1,
+            }
+            return "pending", values, event
+        if retryable:
+            error = f"{error} (gave up after {attempt} attempts)"
+        values = {"error": error, "error_code": code, "finished_at": at or now, "lease_lost_at": None}
+        return "failed", values, {"worker": worker, "detail": error}
+    log.warning("ignoring report with unknown state %r", state)
+    return None
+
+
+def _lock_items(ids: list[str]) -> dict[str, _Item]:
+    found: dict[str, _Item] = {}
+    for start in range(0, len(ids), CHUNK):
+        query = (
+            select(Item.id, Item.job_id, Item.status, Item.attempt, Item.max_attempts)
+            .where(Item.id.in_(ids[start : start + CHUNK]))
+            .order_by(Item.id)
+            .with_for_update()
         )
-    if retryable:
-        error = f"{error} (gave up after {attempt} attempts)"
-    return move_item(
-        item_id,
-        job_id,
-        "failed",
-        expect=ALIVE,
-        attempt=attempt,
-        values={
-            "error": error,
-            "error_code": code,
-            "finished_at": at or datetime.now(UTC),
-            "lease_lost_at": None,
-        },
-        worker=worker,
-        detail=error,
-    )
+        for row in db.session.execute(query):
+            found[row.id] = _Item(row.id, row.job_id, row.status, row.attempt, row.max_attempts)
+    return found
+
+
+def _apply(reports: list[dict[str, Any]]) -> list[Applied]:
+    now = utcnow()
+    results = [Applied(None) for _ in reports]
+    good = [i for i, r in enumerate(reports) if well_formed(r)]
+    for i, r in enumerate(reports):
+        if i not in good:
+            log.warning("ignoring malformed report %r", r)
+    items = _lock_items(sorted({reports[i]["item_id"] for i in good}))
+    events: list[dict[str, Any]] = []
+    for i in good:
+        report = reports[i]
+        item = items.get(report["item_id"])
+        if item is None or item.job_id != report["job_id"]:
+            continue
+        change = _transition(item, report, now)
+        if change is None:
+            continue
+        to, values, event = change
+        results[i] = Applied(item.status, to)
+        events.append(
+            {
+                "job_id": item.job_id,
+                "item_id": item.id,
+                "kind": event.get("kind") or f"item.{to}",
+                "from_status": item.status,
+                "to_status": to,
+                "attempt": event.get("attempt", item.attempt),
+                "worker": event.get("worker"),
+                "detail": event.get("detail"),
+                "at": now,
+            }
+        )
+        item.values.update(values)
+        item.status = to
+        item.attempt = values.get("attempt", item.attempt)
+
+    changed = [it for it in items.values() if it.values]
+    # One executemany per shape of update; every row keeps its (status, attempt) fence.
+    by_shape: dict[tuple[str, ...], list[_Item]] = defaultdict(list)
+    for it in changed:
+        by_shape[tuple(sorted(it.values))].append(it)
+    for shape, group in by_shape.items():
+        # The Core table, not the ORM entity: a list of parameter sets is then a plain executemany.
+        table = Item.__table__
+        stmt = (
+            update(table)
+            .where(
+                table.c.id == bindparam("b_id"),
+                table.c.status == bindparam("b_status"),
+                table.c.attempt == bindparam("b_attempt"),
+            )
+            .values(
+                status=bindparam("v_status"),
+                updated_at=bindparam("v_updated_at"),
+                **{col: bindparam(f"v_{col}") for col in shape},
+            )
+        )
+        params = [
+            {
+                "b_id": it.id,
+                "b_status": it.orig_status,
+                "b_attempt": it.orig_attempt,
+                "v_status": it.status,
+                "v_updated_at": now,
+                **{f"v_{col}": it.values[col] for col in shape},
+            }
+            for it in group
+        ]
+        result = db.session.execute(stmt, params)
+        if result.rowcount not in (-1, len(params)):
+            raise Conflict(f"{len(params) - result.rowcount} of {len(params)} items changed meanwhile")
+    if events:
+        db.session.execute(insert(Event), events)
+        for e in events:
+            log_event(
+                **{k: e[k] for k in ("job_id", "kind", "item_id", "from_status", "to_status")},
+                attempt=e["attempt"],
+                worker=e["worker"],
+                detail=e["detail"],
+            )
+    deltas: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for it in changed:
+        if it.status != it.orig_status:
+            deltas[it.job_id][it.orig_status] -= 1
+            deltas[it.job_id][it.status] += 1
+    for job_id in sorted({it.job_id for it in changed}):
+        bump_counts(job_id, deltas[job_id])
+        refresh_job_status(job_id)
+    return results
+
+
+def _retriable(exc: DBAPIError) -> bool:
+    """A deadlock or serialization failure (Postgres), a busy database file (SQLite)."""
+    code = getattr(exc.orig, "pgcode", None)
+    return code in ("40P01", "40001") or "database is locked" in str(exc.orig)
+
+
+def apply_reports(reports: list[dict[str, Any]]) -> list[Applied]:
+    """Apply reports in one transaction and commit; one Applied per report, in order.
+
+    A database outage propagates (the caller keeps the reports and tries again later)."""
+    for attempt in range(8):
+        try:
+            results = _apply(reports)
+            db.session.commit()
+            return results
+        except Conflict as exc:
+            db.session.rollback()
+            log.info("report batch conflicted (%s); applying it again", exc)
+        except DBAPIError as exc:
+            db.session.rollback()
+            if not _retriable(exc) or attempt == 7:
+                raise
+            log.info("report batch hit %s; applying it again", type(exc.orig).__name__)
+            time.sleep(0.05 * (attempt + 1))
+    raise Conflict("report batch kept conflicting")
+
+
+def apply_report(report: dict[str, Any]) -> str | None:
+    """One report (the reconciler's recoveries). Returns the status the item left, or None."""
+    return apply_reports([report])[0].old
+
+
+def dispatch_retries(reports: Iterable[dict[str, Any]], results: Iterable[Applied]) -> int:
+    """Publish the items that a retryable failure put back to pending."""
+    from app.services.jobs import dispatch_items
+
+    by_job: dict[str, list[str]] = defaultdict(list)
+    for report, applied in zip(reports, results, strict=True):
+        if applied.needs_dispatch:
+            by_job[report["job_id"]].append(report["item_id"])
+    return sum(dispatch_items(job_id, ids) for job_id, ids in by_job.items())
+
+
+# --- the applier: one at a time, reading the workers' report stream in batches ------------------
+
+APPLIER_LOCK = "report-applier"
+BATCH = 500
+
+
+def drain_reports(holder: str, budget_s: float = 5.0, block_ms: int = 250) -> int | None:
+    """Apply reports from the stream for up to `budget_s`; None if another applier holds the lock.
+
+    Reports are acked only after their batch committed; a batch that hit a database outage
+    stays unacked and is read again. A single report that cannot be applied at all is logged
+    and dropped after being tried on its own: the reconciler recovers its item from the
+    manifest or the lease.
+    """
+    from app.broker import coordination
+
+    coord = coordination()
+    lock_ttl = budget_s + 10
+    lock = coord.try_lock(APPLIER_LOCK, holder, lock_ttl)
+    if lock is None:
+        return None
+    applied = 0
+    deadline = time.monotonic() + budget_s
+    pending = True  # first what an earlier applier read and never acked
+    try:
+        while time.monotonic() < deadline:
+            try:
+                entries = coord.read_reports(BATCH, block_ms, pending=pending)
+            except redis.RedisError as exc:
+                log.warning("cannot read reports from Redis: %s", exc)
+                time.sleep(1.0)
+                continue
+            if not entries:
+                pending = False
+                continue
+            ids = [entry_id for entry_id, _ in entries]
+            reports = [report for _, report in entries]
+            results = _apply_batch(reports)
+            if results is None:
+                pending = True  # read the same reports again once the database is back
+                time.sleep(1.0)
+                coord.renew_lock(lock, lock_ttl)
+                continue
+            try:
+                coord.ack_reports(ids)
+                coord.renew_lock(lock, lock_ttl)
+            except redis.RedisError as exc:
+                # Unacked reports are read again later; applying them twice changes nothing.
+                log.warning("cannot ack reports: %s", exc)
+            applied += len(ids)
+            try:
+                dispatch_retries(reports, results)
+            except Exception as exc:  # noqa: BLE001 - pending items are published by the reconciler
+                log.warning("could not publish retried items now: %s", exc)
+    finally:
+        try:
+            coord.release_lock(lock)
+        except Exception as exc:  # noqa: BLE001 - it expires by itself
+            log.warning("could not release the applier lock: %s", exc)
+    return applied
+
+
+def _database_down(exc: Exception) -> bool:
+    if not isinstance(exc, DBAPIError):
+        return False
+    return exc.connection_invalidated or type(exc).__name__ in ("OperationalError", "InterfaceError")
+
+
+def _apply_batch(reports: list[dict[str, Any]]) -> list[Applied] | None:
+    """Apply a batch; None when the database is unavailable. A batch that fails otherwise is
+    applied report by report, so one bad report cannot hold up the others."""
+    try:
+        return apply_reports(reports)
+    except Exception as exc:  # noqa: BLE001 - sorted out below
+        db.session.rollback()
+        if _database_down(exc):
+            log.warning("database unavailable, %d reports wait: %s", len(reports), exc)
+            return None
+        log.error("report batch failed (%s); applying its reports one by one", exc)
+    results = []
+    for report in reports:
+        try:
+            results.extend(apply_reports([report]))
+        except Exception as exc:  # noqa: BLE001 - see above
+            db.session.rollback()
+            if _database_down(exc):
+                return None
+            log.error("dropping a report that cannot be applied (%s): %r", exc, report)
+            results.append(Applied(None))
+    return results

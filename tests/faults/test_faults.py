@@ -84,7 +84,7 @@ def test_kill_9_gpu_workers_repeatedly(systems: SystemFactory) -> None:
     for _ in range(3):
         running = item_mid_run(sysm, job["id"])
         victim = running["worker"].split("@")[0]
-        sysm.stack.procs[victim].signal(signal.SIGKILL)
+        sysm.stack.kill(victim)
         killed = time.monotonic()
         sysm.api.wait_item(
             job["id"], lambda i, r=running: i["id"] == r["id"] and i["attempt"] > r["attempt"], 60
