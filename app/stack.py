@@ -214,7 +214,8 @@ class Stack:
         return proc
 
     def worker_env(self, queue: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
-        """The environment of a worker for `queue` (None: the web app), holding only its own secrets."""
+        """The environment of a worker for `queue` (None: the web app; "flower": Flower), holding only
+        its own secrets."""
         env = dict(self.env)
         for name, owner in ONLY_FOR_QUEUE.items():
             if queue != owner:
@@ -265,7 +266,8 @@ class Stack:
         return self.spawn(name, argv, self.worker_env(queue, extra_env))
 
     def start_flower(self, user: str, password: str) -> Proc:
-        env = dict(self.env)
+        # Flower reads the broker only: no database settings, no Runway key.
+        env = self.worker_env("flower")
         env["FLOWER_BASIC_AUTH"] = f"{user}:{password}"
         env["FLOWER_PERSISTENT"] = "True"
         env["FLOWER_DB"] = str(self.var_dir / "flower.db")

@@ -55,8 +55,15 @@ class SimConfig:
     # The next N API requests (matching `fault_methods`) answer 429 / 500.
     fail_429: int = 0
     fail_500: int = 0
+    # Until this time (time.time()), every API request (matching `fault_methods`) answers 429 / 500.
+    fail_429_until: float = 0.0
+    fail_500_until: float = 0.0
     # Methods the 429/500/slow faults apply to ([] = all): e.g. ["POST"].
     fault_methods: list[str] | None = None
+    # The next N creates make their task, then hold the answer back `answer_delay_s` (a client
+    # that gives up sooner never learns the task's id).
+    answer_delay_s: float = 0.0
+    answer_delay_count: int = 0
     # Tasks created from now on end FAILED with this failureCode.
     fail_code: str | None = None
     fail_message: str = "An unexpected error occurred."
@@ -121,7 +128,7 @@ class RunwaySim:
                 "deletes": 0,
                 "cancelled": 0,
                 "requests": {},
-                "faults_served": {"429": 0, "500": 0, "slow": 0},
+                "faults_served": {"429": 0, "500": 0, "slow": 0, "answer_delayed": 0},
                 "output_downloads": 0,
                 "output_requests_with_auth": 0,
             }
@@ -182,7 +189,12 @@ class RunwaySim:
                     cfg.slow_count -= 1
                 self.stats["faults_served"]["slow"] += 1
             fault = None
-            if applies and cfg.fail_429 > 0:
+            now = time.time()
+            if applies and now < cfg.fail_429_until:
+                fault = 429
+            elif applies and now < cfg.fail_500_until:
+                fault = 500
+            elif applies and cfg.fail_429 > 0:
                 cfg.fail_429 -= 1
                 fault = 429
             elif applies and cfg.fail_500 > 0:
@@ -266,6 +278,13 @@ class RunwaySim:
             if "seed" in body:
                 seed = str(body["seed"])
                 self.stats["tasks_by_seed"][seed] = self.stats["tasks_by_seed"].get(seed, 0) + 1
+            hold = 0.0
+            if cfg.answer_delay_count > 0:
+                cfg.answer_delay_count -= 1
+                hold = cfg.answer_delay_s
+                self.stats["faults_served"]["answer_delayed"] += 1
+        if hold:
+            time.sleep(hold)
         return _json({"id": task.id})
 
     def _status(self, task: _Task) -> tuple[str, float]:

@@ -228,11 +228,9 @@ class ItemRun:
             "duration_ms": round(duration_ms, 3),
             "finished_at": time.time(),
         }
-        self.store.put_bytes(
-            manifest_key(self.job_id, self.item_id, self.attempt),
-            json.dumps(manifest).encode(),
-            "application/json",
-        )
+        key = manifest_key(self.job_id, self.item_id, self.attempt)
+        body = json.dumps(manifest).encode()
+        self._storage(f"write {key}", lambda: self.store.put_bytes(key, body, "application/json"))
         return {"outcome": "succeeded", **manifest}
 
     def _storage(self, what: str, call: Callable[[], T]) -> T:

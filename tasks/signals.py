@@ -6,6 +6,8 @@ import logging
 from typing import Any
 
 from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
     celeryd_after_setup,
     celeryd_init,
     task_failure,
@@ -22,6 +24,17 @@ from tasks.reports import publish_report
 
 log = logging.getLogger(__name__)
 RUN_ITEM = "items.run"
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _json_logs(logger: logging.Logger | None = None, **_: Any) -> None:
+    # Celery sets up the worker's logging itself; LOG_JSON switches its handlers' format.
+    from app.config import settings
+    from app.logs import use_json
+
+    if logger is not None and settings().log_json:
+        use_json(logger)
 
 
 @celeryd_init.connect

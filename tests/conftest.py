@@ -125,8 +125,12 @@ class SystemFactory:
         return system
 
     def stop_all(self) -> None:
-        for system in self.started:
-            system.stack.stop_all()
+        self.stop_since(0)
+
+    def stop_since(self, count: int) -> None:
+        """Stop the systems started after the first `count` (a test's own, when it is done)."""
+        while len(self.started) > count:
+            self.started.pop().stack.stop_all()
 
 
 @pytest.fixture(scope="session")

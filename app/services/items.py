@@ -68,6 +68,15 @@ def log_event(
         attempt,
         worker or "-",
         detail or "",
+        extra={
+            "job_id": job_id,
+            "item_id": item_id,
+            "kind": kind,
+            "from_status": from_status,
+            "to_status": to_status,
+            "attempt": attempt,
+            "worker": worker,
+        },
     )
 
 
@@ -130,13 +139,25 @@ def move_item(
     return None
 
 
+def lock_items(*where: Any) -> list[str]:
+    """Lock the matching items in id order (Postgres) and return their ids.
+
+    Every writer that changes several items takes their row locks in id order first, and the job's
+    row after its items, so two writers (the report applier, a dispatch, a cancel) never wait on
+    each other in a cycle.
+    """
+    return list(db.session.scalars(select(Item.id).where(*where).order_by(Item.id).with_for_update()))
+
+
 def move_job_items(
-    job_id: str, to: str, expect: Iterable[str], values: dict[str, Any] | None = None
+    job_id: str, to: str, expect: Iterable[str], values: dict[str, Any] | None = None, refresh: bool = True
 ) -> list[str]:
     """Bulk variant for one job: returns the ids moved. One UPDATE per old status keeps counts exact."""
     now = utcnow()
+    expect = tuple(expect)
     moved: list[str] = []
     deltas: dict[str, int] = {}
+    lock_items(Item.job_id == job_id, Item.status.in_(expect))
     for old in expect:
         ids = list(
             db.session.scalars(
@@ -152,7 +173,8 @@ def move_job_items(
             deltas[to] = deltas.get(to, 0) + len(ids)
         moved.extend(ids)
     bump_counts(job_id, deltas)
-    refresh_job_status(job_id)
+    if refresh:
+        refresh_job_status(job_id)
     return moved
 
 
@@ -166,8 +188,10 @@ def mark_queued(job_id: str, published: list[tuple[str, int]]) -> int:
         by_attempt.setdefault(attempt, []).append(item_id)
     count = 0
     for attempt, ids in by_attempt.items():
+        ids.sort()
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
+            lock_items(Item.id.in_(chunk), Item.status == "pending", Item.attempt == attempt)
             result = db.session.execute(
                 update(Item)
                 .where(Item.id.in_(chunk), Item.status == "pending", Item.attempt == attempt)
@@ -198,8 +222,12 @@ def derive_status(job: Job) -> str:
 
 
 def refresh_job_status(job_id: str) -> None:
+    # FOR NO KEY UPDATE: it does not conflict with the key-share locks that inserting events takes.
     row = db.session.execute(
-        select(Job).where(Job.id == job_id).with_for_update().execution_options(populate_existing=True)
+        select(Job)
+        .where(Job.id == job_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
     ).scalar_one()
     status = derive_status(row)
     now = utcnow()

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
+from sqlalchemy import text as sa_text
 from sqlalchemy.exc import IntegrityError
 
 from app import storage as storage_mod
 from app.broker import coordination, item_payload, publish_items
 from app.config import settings
 from app.db import db
-from app.models import PRIORITIES, Asset, Item, Job, new_id, utcnow
+from app.models import PRIORITIES, UNFINISHED, Asset, Item, Job, new_id, utcnow
 from app.providers import registry
 from app.services import policy
-from app.services.items import add_event, mark_queued, move_item, move_job_items
+from app.services.items import add_event, mark_queued, move_item, move_job_items, refresh_job_status
 from app.storage_factory import get_storage
 from providers import ParamError, get_provider
 
@@ -116,29 +118,13 @@ def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
     )
     db.session.add(job)
     now = utcnow()
-    max_attempts = settings().max_attempts
-    rows = [
-        {
-            "id": new_id(),
-            "job_id": job.id,
-            "idx": i,
-            "input_key": key,
-            "provider": provider.name,
-            "queue": provider.queue_for(spec, i),
-            "status": "pending",
-            "attempt": 1,
-            "max_attempts": max_attempts,
-            "progress": 0.0,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for i, key in enumerate(inputs)
-    ]
+    item_ids = [new_id() for _ in inputs]
+    queues = [provider.queue_for(spec, i) for i in range(len(inputs))]
     try:
         db.session.flush()
-        db.session.execute(insert(Item), rows)
+        insert_items(job.id, provider.name, item_ids, inputs, queues, now)
         add_event(
-            job.id, "job.created", detail=f"{len(rows)} items, provider {provider.name}, model {spec.model}"
+            job.id, "job.created", detail=f"{len(inputs)} items, provider {provider.name}, model {spec.model}"
         )
         if routed_from:
             detail = f"sent to Runway {spec.model} instead of {routed_from}: {fallback_reason}"
@@ -154,11 +140,63 @@ def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
             raise
         return existing, False
 
-    if len(rows) <= INLINE_PUBLISH_MAX:
-        dispatch_items(job.id, [r["id"] for r in rows])
+    if len(item_ids) <= INLINE_PUBLISH_MAX:
+        dispatch_items(job.id, item_ids)
     else:
         hand_to_control(job.id)
     return job, True
+
+
+# One statement for all of a job's items on Postgres: arrays in, rows out (a 10,000-item job in
+# a fraction of the time an executemany of row dicts takes).
+_INSERT_ITEMS_PG = sa_text(
+    """
+    INSERT INTO items (id, job_id, idx, input_key, provider, queue, status, attempt, max_attempts,
+                       progress, created_at, updated_at)
+    SELECT t.id, :job_id, t.idx - 1, t.input_key, :provider, t.queue, 'pending', 1, :max_attempts,
+           0.0, :now, :now
+    FROM unnest(CAST(:ids AS varchar[]), CAST(:keys AS varchar[]), CAST(:queues AS varchar[]))
+         WITH ORDINALITY AS t(id, input_key, queue, idx)
+    """
+)
+
+
+def insert_items(
+    job_id: str, provider: str, ids: list[str], keys: list[str], queues: list[str], now: datetime
+) -> None:
+    max_attempts = settings().max_attempts
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(
+            _INSERT_ITEMS_PG,
+            {
+                "job_id": job_id,
+                "provider": provider,
+                "max_attempts": max_attempts,
+                "now": now,
+                "ids": ids,
+                "keys": keys,
+                "queues": queues,
+            },
+        )
+        return
+    rows = [
+        {
+            "id": item_id,
+            "job_id": job_id,
+            "idx": i,
+            "input_key": key,
+            "provider": provider,
+            "queue": queue,
+            "status": "pending",
+            "attempt": 1,
+            "max_attempts": max_attempts,
+            "progress": 0.0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i, (item_id, key, queue) in enumerate(zip(ids, keys, queues, strict=True))
+    ]
+    db.session.execute(insert(Item), rows)
 
 
 def hand_to_control(job_id: str) -> None:
@@ -204,10 +242,15 @@ def dispatch_items(job_id: str, item_ids: list[str] | None = None) -> int:
 
 def cancel_job(job: Job) -> int:
     """Cancel every unfinished item; running ones stop at their next cancel check. Commits."""
-    if job.cancelled_at is None:
-        job.cancelled_at = utcnow()
-    add_event(job.id, "job.cancel", detail="cancel requested")
-    moved = move_job_items(job.id, "cancelled", ("pending", "queued", "running"), {"finished_at": utcnow()})
+    now = utcnow()
+    # Items first, then the job row: the lock order every writer keeps.
+    moved = move_job_items(job.id, "cancelled", UNFINISHED, {"finished_at": now}, refresh=False)
+    db.session.execute(
+        update(Job).where(Job.id == job.id, Job.cancelled_at.is_(None)).values(cancelled_at=now),
+        execution_options={"synchronize_session": False},
+    )
+    add_event(job.id, "job.cancel", detail=f"cancel requested: {len(moved)} unfinished items cancelled")
+    refresh_job_status(job.id)
     db.session.commit()
     try:
         coordination().cancel(moved)

@@ -23,7 +23,7 @@ from app.broker import coordination, item_payload, publish_items
 from app.config import settings
 from app.db import db
 from app.models import PRIORITIES, Item, Job
-from app.services.items import add_event
+from app.services.items import add_event, lock_items
 from app.services.jobs import dispatch_items
 from app.services.reports import apply_report, apply_reports
 from app.storage_factory import get_storage, manifest_key
@@ -148,19 +148,22 @@ def republish_queued(reason: str, older_than: datetime | None = None) -> int:
         messages.append((item_payload(item, job), item.queue, PRIORITIES.get(job.priority, 3)))
     published = publish_items(messages)
     if published:
+        # Item rows first (in id order), then the events that reference the job: the lock order
+        # every writer keeps.
+        now = datetime.now(UTC)
+        ordered = sorted(published)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start : start + 500]
+            lock_items(Item.id.in_(chunk), Item.status == "queued")
+            db.session.execute(
+                update(Item).where(Item.id.in_(chunk), Item.status == "queued").values(queued_at=now),
+                execution_options={"synchronize_session": False},
+            )
         by_job: dict[str, int] = {}
         for payload, _, _ in messages:
             by_job[payload["job_id"]] = by_job.get(payload["job_id"], 0) + 1
-        for job_id, count in by_job.items():
+        for job_id, count in sorted(by_job.items()):
             add_event(job_id, "job.republished", detail=f"{count} queued items published again: {reason}")
-        now = datetime.now(UTC)
-        for start in range(0, len(published), 500):
-            db.session.execute(
-                update(Item)
-                .where(Item.id.in_(published[start : start + 500]), Item.status == "queued")
-                .values(queued_at=now),
-                execution_options={"synchronize_session": False},
-            )
         db.session.commit()
     return len(published)
 

@@ -111,7 +111,10 @@ def _expire_job(
     store: Storage, job_id: str, cutoff: datetime, days: float, stats: dict[str, int]
 ) -> int | None:
     job = db.session.execute(
-        select(Job).where(Job.id == job_id).with_for_update().execution_options(populate_existing=True)
+        select(Job)
+        .where(Job.id == job_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
     ).scalar_one_or_none()
     finished_at = _aware(job.finished_at) if job is not None else None
     expired_at = _aware(job.outputs_expired_at) if job is not None else None

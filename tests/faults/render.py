@@ -17,13 +17,17 @@ def render(path: Path = RESULTS) -> str:
     for line in path.read_text().splitlines():
         row = json.loads(line)
         latest[row["scenario"]] = row
-    head = "| scenario | db | items | succeeded | failed | cancelled | lost | duplicated | retried | recovery (s) | notes |"
-    lines = [head, "|" + "---|" * 11]
+    head = (
+        "| scenario | db | items | succeeded | failed | cancelled | lost | duplicated | retried "
+        "| orphan sets | recovery (s) | notes |"
+    )
+    lines = [head, "|" + "---|" * 12]
     for r in latest.values():
         recovery = "-" if r["recovery_s"] is None else f"{r['recovery_s']:.1f}"
         lines.append(
             f"| {r['scenario']} | {r['database']} | {r['items']} | {r['succeeded']} | {r['failed']} | {r['cancelled']} "
-            f"| **{r['lost']}** | **{r['duplicated']}** | {r['retried']} | {recovery} | {r['notes']} |"
+            f"| **{r['lost']}** | **{r['duplicated']}** | {r['retried']} | {r.get('orphan_sets', 0)} "
+            f"| {recovery} | {r['notes']} |"
         )
     return "\n".join(lines)
 
