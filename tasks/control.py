@@ -47,7 +47,9 @@ APPLIER_BUDGET_S = 5.0
 DB_DOWN = (OperationalError, InterfaceError)
 
 
-@celery.task(name="control.apply_reports", base=ControlTask, bind=True, ignore_result=True)
+# Periodic tasks ack on receipt: if a control worker dies running one, beat sends the next; a late
+# ack would only bring the old message back after the visibility timeout.
+@celery.task(name="control.apply_reports", base=ControlTask, bind=True, ignore_result=True, acks_late=False)
 def apply_reports(self: Task) -> int | None:
     """Apply workers' reports for a few seconds, then hand over to the next run.
 
@@ -64,7 +66,7 @@ def apply_reports(self: Task) -> int | None:
     return applied
 
 
-@celery.task(name="control.reconcile", base=ControlTask)
+@celery.task(name="control.reconcile", base=ControlTask, acks_late=False)
 def reconcile() -> dict[str, int]:
     from app.services.reconcile import reconcile as run
 
@@ -87,7 +89,7 @@ def dispatch_job(job_id: str) -> int:
     return dispatch_items(job_id)
 
 
-@celery.task(name="control.retention", base=ControlTask)
+@celery.task(name="control.retention", base=ControlTask, acks_late=False)
 def retention() -> dict[str, int]:
     from app.services.retention import sweep
 

@@ -168,9 +168,11 @@ def _lock_items(ids: list[str]) -> dict[str, _Item]:
 def _apply(reports: list[dict[str, Any]]) -> list[Applied]:
     now = utcnow()
     results = [Applied(None) for _ in reports]
-    good = [i for i, r in enumerate(reports) if well_formed(r)]
+    good = []
     for i, r in enumerate(reports):
-        if i not in good:
+        if well_formed(r):
+            good.append(i)
+        else:
             log.warning("ignoring malformed report %r", r)
     items = _lock_items(sorted({reports[i]["item_id"] for i in good}))
     events: list[dict[str, Any]] = []
