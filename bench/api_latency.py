@@ -94,8 +94,11 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
     with system(ctx, "api", workers=()) as s:
         big = seed(s, total)
         cases = [
+            # The job read as the API answers it by default: the job and its first page of items.
             ("job_1000_items", f"/api/v1/jobs/{big}", True),
             ("job_list_50", "/api/v1/jobs?limit=50", True),
+            # For reference: all 1,000 items in one answer, and the job without items.
+            ("job_1000_items_all", f"/api/v1/jobs/{big}?items_limit=1000", False),
             ("job_no_items", f"/api/v1/jobs/{big}?items_limit=0", False),
         ]
         for name, path, has_target in cases:

@@ -60,7 +60,7 @@ class Api:
         return r.json()
 
     def job(self, job_id: str) -> dict[str, Any]:
-        r = self.get(f"/api/v1/jobs/{job_id}")
+        r = self.get(f"/api/v1/jobs/{job_id}", params={"items_limit": 10000})
         assert r.status_code == 200, r.text
         return r.json()
 

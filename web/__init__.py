@@ -17,6 +17,7 @@ from app.db import db
 from providers import ParamError
 from web.csrf import CsrfError
 from web.errors import ApiError, error_response
+from web.jsonio import OrjsonProvider
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ def error_page(status: int, message: str | None = None) -> tuple[str, int]:
 
 def create_app(cfg: Settings | None = None) -> Flask:
     flask_app = create_core_app("web", cfg)
+    flask_app.json = OrjsonProvider(flask_app)
     flask_app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
     flask_app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=12)
     # A new-job form carries one field per selected image: room for about 40,000 of them.

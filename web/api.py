@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request, stream_with_context
 from sqlalchemy import func, select, tuple_
+from sqlalchemy.orm import selectinload
 
 from app import storage as storage_mod
 from app.config import QUEUES, settings
@@ -21,10 +22,12 @@ from app.storage_factory import get_storage
 from providers import ParamError
 from web.auth import api_auth_required
 from web.errors import ApiError, not_found
-from web.serializers import item_json, job_json
+from web.serializers import ITEM_COLUMNS, item_json, job_json
 from web.zipstream import zip_outputs
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+# Items per job read unless `items_limit` says otherwise (up to 10,000); `items_next_offset` pages.
+ITEMS_PAGE = 100
 
 
 @bp.before_request
@@ -194,6 +197,7 @@ def list_jobs() -> Response:
     if cursor:
         created, job_id = _decode_cursor(cursor)
         query = query.where(tuple_(Job.created_at, Job.id) < tuple_(created, job_id))
+    query = query.options(selectinload(Job.creator))  # created_by without a query per job
     rows = list(db.session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
     next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return jsonify({"jobs": [job_json(j) for j in rows[:limit]], "next_cursor": next_cursor})
@@ -202,13 +206,13 @@ def list_jobs() -> Response:
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
     job = _get_job(job_id)
-    limit = _int_arg("items_limit", 1000, 0, 10000)
+    limit = _int_arg("items_limit", ITEMS_PAGE, 0, 10000)
     offset = _int_arg("items_offset", 0, 0, 10_000_000)
-    query = select(Item).where(Item.job_id == job.id)
+    query = select(*ITEM_COLUMNS).where(Item.job_id == job.id)
     item_status = request.args.get("item_status")
     if item_status:
         query = query.where(Item.status == item_status)
-    items = list(db.session.scalars(query.order_by(Item.idx).offset(offset).limit(limit)))
+    items = list(db.session.execute(query.order_by(Item.idx).offset(offset).limit(limit)))
     data = job_json(job, items)
     data["items_offset"] = offset
     data["items_next_offset"] = offset + limit if offset + limit < job.total and len(items) == limit else None

@@ -222,7 +222,9 @@ def spec() -> dict[str, Any]:
                 "summary": "A job with its items (paged with items_offset / items_limit)",
                 "parameters": [
                     *job_id,
-                    _query("items_limit", {"type": "integer", "minimum": 0, "maximum": 10000}),
+                    _query(
+                        "items_limit", {"type": "integer", "minimum": 0, "maximum": 10000, "default": 100}
+                    ),
                     _query("items_offset", {"type": "integer", "minimum": 0}),
                     _query("item_status", {"enum": STATUSES}),
                 ],

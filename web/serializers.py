@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import datetime
 from typing import Any
 
@@ -53,16 +54,42 @@ def live_progress(attempts: dict[str, int]) -> dict[str, float]:
     return found
 
 
-def outputs_json(item: Item) -> list[dict[str, Any]]:
-    store = get_storage()
-    ttl = settings().signed_url_ttl_s
+class _SignedUrls:
+    """Signed output URLs, reused while most of their lifetime is left.
+
+    The job page polls a job every second or two; signing every output URL again on every
+    poll is most of the cost of a job read (and on S3 a presign is not cheap either). A URL is
+    handed out again only while at least two thirds of its lifetime remain."""
+
+    MAX = 50_000
+
+    def __init__(self) -> None:
+        self._urls: dict[tuple[str, str], tuple[str, float]] = {}
+
+    def get(self, key: str, filename: str) -> str:
+        now = time.monotonic()
+        hit = self._urls.get((key, filename))
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        ttl = settings().signed_url_ttl_s
+        url = get_storage().signed_url(key, expires_s=ttl, filename=filename)
+        if len(self._urls) >= self.MAX:
+            self._urls.clear()
+        self._urls[(key, filename)] = (url, now + ttl / 3)
+        return url
+
+
+signed_urls = _SignedUrls()
+
+
+def outputs_json(item: Any) -> list[dict[str, Any]]:
     out = []
     for o in item.outputs or []:
         name = f"{item.idx:05d}-{o['key'].rsplit('/', 1)[-1]}"
         out.append(
             {
                 "key": o["key"],
-                "url": store.signed_url(o["key"], expires_s=ttl, filename=name),
+                "url": signed_urls.get(o["key"], name),
                 "content_type": o.get("content_type"),
                 "role": o.get("role"),
                 "size": o.get("size"),
@@ -71,7 +98,35 @@ def outputs_json(item: Item) -> list[dict[str, Any]]:
     return out
 
 
-def item_json(item: Item, progress: dict[str, float] | None = None) -> dict[str, Any]:
+# The columns an item's JSON needs: the job read selects these rather than whole ORM objects.
+ITEM_COLUMNS = (
+    Item.id,
+    Item.job_id,
+    Item.idx,
+    Item.input_key,
+    Item.status,
+    Item.attempt,
+    Item.max_attempts,
+    Item.progress,
+    Item.outputs,
+    Item.error,
+    Item.error_code,
+    Item.worker,
+    Item.device,
+    Item.remote_id,
+    Item.meta,
+    Item.cost_usd,
+    Item.duration_ms,
+    Item.queue,
+    Item.created_at,
+    Item.queued_at,
+    Item.started_at,
+    Item.finished_at,
+)
+
+
+def item_json(item: Any, progress: dict[str, float] | None = None) -> dict[str, Any]:
+    """An item (an Item or a row of ITEM_COLUMNS) as the API shows it."""
     value = item.progress
     if item.status == "running" and progress and item.id in progress:
         value = progress[item.id]
@@ -111,7 +166,7 @@ def job_progress(job: Job, running_progress: float = 0.0) -> float:
 
 
 def job_json(
-    job: Job, items: list[Item] | None = None, running_progress: float | None = None
+    job: Job, items: list[Any] | None = None, running_progress: float | None = None
 ) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": job.id,
