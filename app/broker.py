@@ -14,9 +14,8 @@ from app.coordination import Coordination, redis_client
 log = logging.getLogger(__name__)
 
 RUN_ITEM = "items.run"
-# Publishing must not hold a web request for long when the broker is down: items stay
-# `pending` and the reconciler publishes them later.
-FAST_FAIL = {"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 0.5}
+# Messages per Redis pipeline when publishing a job's items.
+PUBLISH_BATCH = 500
 
 
 @cache
@@ -61,23 +60,26 @@ def publish_items(
     try:
         coordination().set_attempts({p["item_id"]: p["attempt"] for p, _, _ in messages})
         with client.producer_or_acquire() as producer:
-            for payload, queue, priority in messages:
-                client.send_task(
-                    RUN_ITEM,
-                    args=[payload],
-                    task_id=payload["item_id"],
-                    queue=queue,
-                    routing_key=queue,
-                    priority=priority,
-                    countdown=countdown,
-                    producer=producer,
-                    # The record is Postgres and the manifest; progress is stored explicitly.
-                    # (Also spares the publisher a result subscription per task.)
-                    ignore_result=True,
-                    retry=True,
-                    retry_policy=FAST_FAIL,
-                )
-                published.append(payload["item_id"])
+            for start in range(0, len(messages), PUBLISH_BATCH):
+                chunk = messages[start : start + PUBLISH_BATCH]
+                # One Redis pipeline per chunk; a chunk that fails to flush counts as unpublished
+                # (whatever of it did reach Redis is a duplicate later, which the lease absorbs).
+                with producer.batch(max_size=2 * len(chunk) + 1):
+                    for payload, queue, priority in chunk:
+                        client.send_task(
+                            RUN_ITEM,
+                            args=[payload],
+                            task_id=payload["item_id"],
+                            queue=queue,
+                            routing_key=queue,
+                            priority=priority,
+                            countdown=countdown,
+                            producer=producer,
+                            # The record is Postgres and the manifest; progress is stored explicitly.
+                            # (Also spares the publisher a result subscription per task.)
+                            ignore_result=True,
+                        )
+                published.extend(payload["item_id"] for payload, _, _ in chunk)
     except Exception as exc:  # noqa: BLE001 - any broker trouble means "publish later"
         log.warning("publish stopped after %d of %d items: %s", len(published), len(messages), exc)
     return published

@@ -263,14 +263,16 @@ class LocalStorage(Storage):
                     f"cannot store {dest.name!r}: a key is both an object and a prefix of another key"
                 ) from exc
 
-    def _write_atomic(self, dest: Path, write: Any) -> None:
+    def _write_atomic(self, dest: Path, write: Any, durable: bool = True) -> None:
         fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="put-")
         try:
             with os.fdopen(fd, "wb") as f:
                 write(f)
                 f.flush()
-                # The manifest is an attempt's commit marker: it must not be visible before it is durable.
-                os.fsync(f.fileno())
+                # The manifest is an attempt's commit marker: it must not be visible before it is
+                # durable, nor before the outputs it names are.
+                if durable:
+                    os.fsync(f.fileno())
             os.chmod(tmp, 0o644)
             self._install(tmp, dest)
         except BaseException:
@@ -282,8 +284,9 @@ class LocalStorage(Storage):
         dest = self._path(key)
         _validate_content_type(content_type)
         meta = json.dumps({"content_type": content_type}).encode()
-        # Metadata first: once the object is visible its content type is already there.
-        self._write_atomic(self._meta_path(key), lambda f: f.write(meta))
+        # Metadata first: once the object is visible its content type is already there. It needs no
+        # fsync: an object whose sidecar a crash lost is served with a type guessed from its name.
+        self._write_atomic(self._meta_path(key), lambda f: f.write(meta), durable=False)
         self._write_atomic(dest, write)
 
     # -- Storage -------------------------------------------------------------------------------------

@@ -187,7 +187,8 @@ class ItemRun:
                 deadline=self.deadline,
                 input_url=self._input_url(),
             )
-            self._check()
+            # No cancel check here: the delivery was checked a moment ago and providers check
+            # before their first step.
             model_started = time.monotonic()
             try:
                 result = provider.run(input_path, spec, ctx)
