@@ -193,15 +193,18 @@ class Coordination:
         value = self.r.get(outcome_key(item_id, attempt))
         return json.loads(value) if value is not None else None
 
-    def read_reports(self, count: int, block_ms: int, pending: bool = False) -> list[tuple[bytes, dict]]:
-        """Up to `count` reports: first those read earlier but never acked (`pending`), else new ones."""
+    def read_reports(
+        self, count: int, block_ms: int | None, pending: bool = False
+    ) -> list[tuple[bytes, dict]]:
+        """Up to `count` reports: first those read earlier but never acked (`pending`), else new ones
+        (waiting up to `block_ms` for one; None: not at all)."""
         try:
             answer = self.r.xreadgroup(
                 REPORTS_GROUP,
                 REPORTS_CONSUMER,
                 {REPORTS_KEY: "0" if pending else ">"},
                 count=count,
-                block=None if pending else block_ms,
+                block=None if pending else block_ms,  # never 0: that would wait forever
             )
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):

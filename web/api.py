@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request, stream_with_context
 from sqlalchemy import func, select, tuple_
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from app import storage as storage_mod
 from app.config import QUEUES, settings
@@ -61,7 +61,7 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
 
 
 def _get_job(job_id: str) -> Job:
-    job = db.session.get(Job, job_id)
+    job = db.session.get(Job, job_id, options=[joinedload(Job.creator)])
     if job is None:
         raise not_found("job", job_id)
     return job

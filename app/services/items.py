@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from app.db import db
-from app.models import FINISHED, Event, Item, Job, utcnow
+from app.models import FINISHED, ITEM_STATUSES, Event, Item, Job, utcnow
 
 log = logging.getLogger("bulkgen.state")
 
@@ -80,12 +80,6 @@ def log_event(
     )
 
 
-def bump_counts(job_id: str, deltas: dict[str, int]) -> None:
-    values = {f"n_{status}": getattr(Job, f"n_{status}") + delta for status, delta in deltas.items() if delta}
-    if values:
-        db.session.execute(update(Job).where(Job.id == job_id).values(**values))
-
-
 def move_item(
     item_id: str,
     job_id: str,
@@ -122,8 +116,6 @@ def move_item(
         )
         if result.rowcount != 1:
             continue  # SQLite has no row locks: another writer got in between; look again
-        if old != to:
-            bump_counts(job_id, {old: -1, to: +1})
         add_event(
             job_id,
             kind or f"item.{to}",
@@ -134,7 +126,7 @@ def move_item(
             worker=worker,
             detail=detail,
         )
-        refresh_job_status(job_id)
+        settle_job(job_id, {old: -1, to: +1} if old != to else None)
         return old
     return None
 
@@ -150,9 +142,10 @@ def lock_items(*where: Any) -> list[str]:
 
 
 def move_job_items(
-    job_id: str, to: str, expect: Iterable[str], values: dict[str, Any] | None = None, refresh: bool = True
-) -> list[str]:
-    """Bulk variant for one job: returns the ids moved. One UPDATE per old status keeps counts exact."""
+    job_id: str, to: str, expect: Iterable[str], values: dict[str, Any] | None = None
+) -> tuple[list[str], dict[str, int]]:
+    """Bulk variant for one job: returns the ids moved and the count changes, which the caller
+    applies with settle_job. One UPDATE per old status keeps counts exact."""
     now = utcnow()
     expect = tuple(expect)
     moved: list[str] = []
@@ -172,10 +165,7 @@ def move_job_items(
             deltas[old] = deltas.get(old, 0) - len(ids)
             deltas[to] = deltas.get(to, 0) + len(ids)
         moved.extend(ids)
-    bump_counts(job_id, deltas)
-    if refresh:
-        refresh_job_status(job_id)
-    return moved
+    return moved, deltas
 
 
 def mark_queued(job_id: str, published: list[tuple[str, int]]) -> int:
@@ -199,13 +189,13 @@ def mark_queued(job_id: str, published: list[tuple[str, int]]) -> int:
                 execution_options={"synchronize_session": False},
             )
             count += result.rowcount
-    bump_counts(job_id, {"pending": -count, "queued": count})
-    refresh_job_status(job_id)
+    settle_job(job_id, {"pending": -count, "queued": count})
     return count
 
 
-def derive_status(job: Job) -> str:
-    c = job.counts()
+def derive_status(job: Any) -> str:
+    """A job's status from its counts (a Job, or a row with its n_* columns, total, cancelled_at)."""
+    c = {status: getattr(job, f"n_{status}") for status in ITEM_STATUSES}
     unfinished = c["pending"] + c["queued"] + c["running"]
     finished = sum(c[s] for s in FINISHED)
     if job.total and unfinished == 0:
@@ -221,20 +211,38 @@ def derive_status(job: Job) -> str:
     return "queued"
 
 
-def refresh_job_status(job_id: str) -> None:
-    # FOR NO KEY UPDATE: it does not conflict with the key-share locks that inserting events takes.
-    row = db.session.execute(
-        select(Job)
-        .where(Job.id == job_id)
-        .with_for_update(key_share=True)
-        .execution_options(populate_existing=True)
-    ).scalar_one()
+_JOB_STATE = (
+    Job.status,
+    Job.total,
+    *(getattr(Job, f"n_{status}") for status in ITEM_STATUSES),
+    Job.started_at,
+    Job.finished_at,
+    Job.cancelled_at,
+)
+
+
+def settle_job(job_id: str, deltas: dict[str, int] | None = None) -> None:
+    """Move the job's counts by `deltas` (status -> change) and derive its status from them.
+
+    One locked read-modify-write of the job row, taken after the caller's item rows (the lock
+    order every writer keeps). FOR NO KEY UPDATE, as an UPDATE of non-key columns takes: it does
+    not conflict with the key-share locks that inserting events takes."""
+    moves = {f"n_{status}": getattr(Job, f"n_{status}") + d for status, d in (deltas or {}).items() if d}
+    if moves:
+        row = db.session.execute(
+            update(Job).where(Job.id == job_id).values(**moves).returning(*_JOB_STATE),
+            execution_options={"synchronize_session": False},
+        ).one()
+    else:
+        row = db.session.execute(
+            select(*_JOB_STATE).where(Job.id == job_id).with_for_update(key_share=True)
+        ).one()
     status = derive_status(row)
     now = utcnow()
     values: dict[str, datetime | str | None] = {}
     if row.started_at is None and (row.n_running or status in FINISHED):
         values["started_at"] = now
-    if status in ("succeeded", "failed", "cancelled"):
+    if status in FINISHED:
         if row.finished_at is None:
             values["finished_at"] = now
     elif row.finished_at is not None:
@@ -243,4 +251,7 @@ def refresh_job_status(job_id: str) -> None:
         values["status"] = status
         add_event(job_id, "job.status", from_status=row.status, to_status=status)
     if values:
-        db.session.execute(update(Job).where(Job.id == job_id).values(**values))
+        db.session.execute(
+            update(Job).where(Job.id == job_id).values(**values),
+            execution_options={"synchronize_session": False},
+        )

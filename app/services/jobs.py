@@ -18,7 +18,7 @@ from app.db import db
 from app.models import PRIORITIES, UNFINISHED, Asset, Item, Job, new_id, utcnow
 from app.providers import registry
 from app.services import policy
-from app.services.items import add_event, mark_queued, move_item, move_job_items, refresh_job_status
+from app.services.items import add_event, mark_queued, move_item, move_job_items, settle_job
 from app.storage_factory import get_storage
 from providers import ParamError, get_provider
 
@@ -87,8 +87,8 @@ def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
         raise ParamError("prompts", "prompts must be a list of strings")
     if sub.params is not None and not isinstance(sub.params, dict):
         raise ParamError("params", "params must be an object")
-    priority = sub.priority or "normal"
-    if priority not in PRIORITIES:
+    priority = "normal" if sub.priority is None else sub.priority
+    if not isinstance(priority, str) or priority not in PRIORITIES:
         raise ParamError("priority", f"priority must be one of {list(PRIORITIES)}")
     if sub.model is not None and not isinstance(sub.model, str):
         raise ParamError("model", "model must be a string")
@@ -244,13 +244,13 @@ def cancel_job(job: Job) -> int:
     """Cancel every unfinished item; running ones stop at their next cancel check. Commits."""
     now = utcnow()
     # Items first, then the job row: the lock order every writer keeps.
-    moved = move_job_items(job.id, "cancelled", UNFINISHED, {"finished_at": now}, refresh=False)
+    moved, deltas = move_job_items(job.id, "cancelled", UNFINISHED, {"finished_at": now})
     db.session.execute(
         update(Job).where(Job.id == job.id, Job.cancelled_at.is_(None)).values(cancelled_at=now),
         execution_options={"synchronize_session": False},
     )
     add_event(job.id, "job.cancel", detail=f"cancel requested: {len(moved)} unfinished items cancelled")
-    refresh_job_status(job.id)
+    settle_job(job.id, deltas)
     db.session.commit()
     try:
         coordination().cancel(moved)

@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.db import db
 from app.models import Event, Item, utcnow
-from app.services.items import bump_counts, log_event, refresh_job_status
+from app.services.items import log_event, settle_job
 
 log = logging.getLogger(__name__)
 
@@ -253,8 +253,7 @@ def _apply(reports: list[dict[str, Any]]) -> list[Applied]:
             deltas[it.job_id][it.orig_status] -= 1
             deltas[it.job_id][it.status] += 1
     for job_id in sorted({it.job_id for it in changed}):
-        bump_counts(job_id, deltas[job_id])
-        refresh_job_status(job_id)
+        settle_job(job_id, deltas[job_id])
     return results
 
 
@@ -305,6 +304,9 @@ def dispatch_retries(reports: Iterable[dict[str, Any]], results: Iterable[Applie
 
 APPLIER_LOCK = "report-applier"
 BATCH = 500
+# Once a report arrives, wait this long for more: a transaction per handful of reports rather than
+# per report (reports then wait at most this much longer).
+LINGER_S = 0.1
 
 
 def drain_reports(holder: str, budget_s: float = 5.0, block_ms: int = 250) -> int | None:
@@ -336,6 +338,12 @@ def drain_reports(holder: str, budget_s: float = 5.0, block_ms: int = 250) -> in
             if not entries:
                 pending = False
                 continue
+            if not pending and len(entries) < BATCH:
+                time.sleep(LINGER_S)
+                try:
+                    entries += coord.read_reports(BATCH - len(entries), None)
+                except redis.RedisError as exc:
+                    log.warning("cannot read reports from Redis: %s", exc)
             ids = [entry_id for entry_id, _ in entries]
             reports = [report for _, report in entries]
             results = _apply_batch(reports)
