@@ -72,6 +72,8 @@ def _real_provider_factories() -> list:
 def get_provider(registry: dict[str, Provider], name: str | None) -> Provider:
     if not name:
         raise ParamError("provider", f"provider is required; choose one of {sorted(registry)}")
+    if not isinstance(name, str):
+        raise ParamError("provider", f"provider must be a string; choose one of {sorted(registry)}")
     try:
         return registry[name]
     except KeyError:

@@ -78,8 +78,9 @@ def create_app(cfg: Settings | None = None) -> Flask:
     if flask_app.extensions["bulkgen.settings"].public_url.startswith("https://"):
         flask_app.config["SESSION_COOKIE_SECURE"] = True
 
-    from web import api, cli, csrf, files, health, views
+    from web import api, cli, csrf, files, health, textcheck, views
 
+    textcheck.init_app(flask_app)
     csrf.init_app(flask_app)
     flask_app.register_blueprint(api.bp)
     flask_app.register_blueprint(files.bp)

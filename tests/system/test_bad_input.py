@@ -45,6 +45,8 @@ def job_count(api: Api) -> int:
         ({"provider": "echo", "inputs": ["K"], "params": {"delay_s": -1}}, "params.delay_s", "at least"),
         ({"provider": "echo", "inputs": ["K"], "params": {"bogus": 1}}, "params.bogus", "unknown parameter"),
         ({"provider": "echo", "inputs": ["K"], "priority": "urgent"}, "priority", "priority"),
+        ({"provider": "echo", "inputs": ["K"], "priority": {"a": 1}}, "priority", "priority"),
+        ({"provider": {"echo": 1}, "inputs": ["K"]}, "provider", "must be a string"),
     ],
 )
 def test_bad_job_submissions(api_module: Api, key: str, body: dict, field: str, words: str) -> None:
@@ -57,6 +59,26 @@ def test_bad_job_submissions(api_module: Api, key: str, body: dict, field: str, 
     assert err["field"] == field
     assert words in err["message"]
     assert job_count(api_module) == before
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "words"),
+    [
+        ('{"provider": "echo", "inputs": ["K"], "idempotency_key": "a\\u0000b"}', "invalid_text", "NUL"),
+        ('{"provider": "echo", "inputs": ["K"], "params": {"a\\u0000": 1}}', "invalid_text", "NUL"),
+        ('{"provider": "echo", "inputs": ["K"], "prompt": "x\\ud800y"}', "invalid_json", "JSON"),
+    ],
+)
+def test_text_the_database_cannot_store(api_module: Api, key: str, raw: str, code: str, words: str) -> None:
+    before = job_count(api_module)
+    r = api_module.post(
+        "/api/v1/jobs", data=raw.replace("K", key), headers={"Content-Type": "application/json"}
+    )
+    err = error_of(r, 400)
+    assert err["code"] == code and words in err["message"], err
+    assert job_count(api_module) == before
+    err = error_of(api_module.get("/api/v1/jobs", params={"status": "queued\x00"}), 400)
+    assert "the query" in err["message"]
 
 
 def test_malformed_json(api_module: Api) -> None:
