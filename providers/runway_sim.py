@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import hashlib
 import io
 import json
 import os
@@ -61,7 +62,8 @@ class SimConfig:
     # Methods the 429/500/slow faults apply to ([] = all): e.g. ["POST"].
     fault_methods: list[str] | None = None
     # The next N creates make their task, then hold the answer back `answer_delay_s` (a client
-    # that gives up sooner never learns the task's id).
+    # that gives up sooner never learns the task's id); each image's create is held at most once, so
+    # N lost answers reach N different items however their retries interleave.
     answer_delay_s: float = 0.0
     answer_delay_count: int = 0
     # Tasks created from now on end FAILED with this failureCode.
@@ -101,6 +103,7 @@ class RunwaySim:
         self.config = config or SimConfig()
         self.lock = threading.Lock()
         self.tasks: dict[str, _Task] = {}
+        self.answers_held: set[str] = set()  # images whose create answer was held back
         self.stats: dict[str, Any] = {}
         self.reset_stats()
         self.urls = Map(
@@ -279,7 +282,9 @@ class RunwaySim:
                 seed = str(body["seed"])
                 self.stats["tasks_by_seed"][seed] = self.stats["tasks_by_seed"].get(seed, 0) + 1
             hold = 0.0
-            if cfg.answer_delay_count > 0:
+            image = hashlib.sha256(str(body.get("promptImage", "")).encode()).hexdigest()
+            if cfg.answer_delay_count > 0 and image not in self.answers_held:
+                self.answers_held.add(image)
                 cfg.answer_delay_count -= 1
                 hold = cfg.answer_delay_s
                 self.stats["faults_served"]["answer_delayed"] += 1

@@ -156,7 +156,18 @@ class Outcome:
             self.job["counts"],
             counts,
         )
-        assert not lost, f"{self.scenario}: {len(lost)} items lost: {lost[:5]}"
+        if lost:
+            # What happened to the first of them, so a failure says more than an id.
+            first = next(i for i in items if i["id"] == lost[0])
+            story = [
+                (e["kind"], e["to_status"], e["attempt"], e["detail"])
+                for e in events
+                if e["item_id"] == lost[0]
+            ]
+            raise AssertionError(
+                f"{self.scenario}: {len(lost)} items lost: {lost[:5]}; the first is {first['status']} "
+                f"(attempt {first['attempt']}, error {first['error']!r}); its events: {story}"
+            )
         assert not duplicated, f"{self.scenario}: {len(duplicated)} items recorded twice"
         assert not over, f"{self.scenario}: attempts over the limit: {over[:5]}"
         assert not untold, f"{self.scenario}: outcomes missing from the event log: {untold[:5]}"

@@ -282,7 +282,6 @@ def test_runway_misbehaving(systems: SystemFactory) -> None:
         created = stats["tasks"]
         assert stats["faults_served"]["429"] >= 100 and stats["faults_served"]["500"] >= 100, stats
         assert stats["faults_served"]["answer_delayed"] == 10
-        assert min(i["meta"]["wall_s"] for i in done["items"]) >= 120  # they really waited at Runway
         attempts = sum(i["attempt"] for i in done["items"])
         out = Outcome("Runway: 429 for 45 s, 500 for 45 s, THROTTLED 2 min, 10 lost answers", done, sysm)
         out.notes.append(
@@ -290,6 +289,8 @@ def test_runway_misbehaving(systems: SystemFactory) -> None:
             "is never re-sent in its attempt (its task is an orphan at Runway)"
         )
         figures = out.check()
+        waited = [i["meta"].get("wall_s") for i in done["items"]]
+        assert all(w is not None and w >= 120 for w in waited), (waited, done["items"][:2])  # at Runway
         # Never two Runway tasks for one attempt; each lost answer cost its item one attempt.
         assert len(created) <= attempts
         retried = [e["detail"] or "" for e in sysm.api.events(job["id"]) if e["kind"] == "item.retry"]
