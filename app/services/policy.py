@@ -21,7 +21,10 @@ log = logging.getLogger(__name__)
 
 
 def wan_fallback_reason() -> str | None:
-    """Why new wan_local work should go to Runway now, or None to keep it local."""
+    """Why new wan_local work should go to Runway now, or None to keep it local.
+
+    Only what the broker says moves work: with the broker unreachable, the queue length and the
+    workers online are unknown, and paying Runway on a guess is worse than waiting."""
     s = settings()
     if not s.wan_fallback_model or "runway" not in registry():
         return None

@@ -11,7 +11,9 @@ from app.config import QUEUES, settings
 from app.coordination import Coordination, redis_client
 
 _lock = threading.Lock()
-_workers_cache: dict[str, object] = {"at": 0.0, "value": {}}
+# `reached`: whether the last broadcast could be sent at all (an empty answer from a reachable
+# broker means no worker is online; an unreachable broker means nobody knows).
+_workers_cache: dict[str, object] = {"at": 0.0, "value": {}, "reached": False}
 
 
 def queue_depths() -> dict[str, int | None]:
@@ -37,23 +39,32 @@ def reports_waiting() -> int | None:
         return None
 
 
-def online_workers(max_age_s: float = 3.0) -> dict[str, list[str]]:
-    """Worker name -> queues it consumes, from a short broadcast (cached a few seconds)."""
+def _broadcast(max_age_s: float) -> tuple[dict[str, list[str]], bool]:
     with _lock:
         if time.monotonic() - float(_workers_cache["at"]) < max_age_s:  # type: ignore[arg-type]
-            return _workers_cache["value"]  # type: ignore[return-value]
+            return _workers_cache["value"], bool(_workers_cache["reached"])  # type: ignore[return-value]
+    reached = True
     try:
         replies = celery_client().control.inspect(timeout=1.0).active_queues() or {}
     except Exception:  # noqa: BLE001 - broker down: nobody is reachable
-        replies = {}
+        replies, reached = {}, False
     value = {name: [q["name"] for q in queues] for name, queues in replies.items()}
     with _lock:
-        _workers_cache.update(at=time.monotonic(), value=value)
-    return value
+        _workers_cache.update(at=time.monotonic(), value=value, reached=reached)
+    return value, reached
 
 
-def workers_on(queue: str) -> int:
-    return sum(1 for queues in online_workers().values() if queue in queues)
+def online_workers(max_age_s: float = 3.0) -> dict[str, list[str]]:
+    """Worker name -> queues it consumes, from a short broadcast (cached a few seconds)."""
+    return _broadcast(max_age_s)[0]
+
+
+def workers_on(queue: str) -> int | None:
+    """Workers consuming `queue`; None when the broker could not be asked."""
+    workers, reached = _broadcast(3.0)
+    if not reached:
+        return None
+    return sum(1 for queues in workers.values() if queue in queues)
 
 
 def devices_by_worker() -> dict[str, list[str]]:

@@ -9,9 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import SystemFactory
 
 
+# Over the suite's 600 s default: the run itself is bounded by the subprocess timeout below.
+@pytest.mark.timeout(960)
 def test_schemathesis_finds_no_server_errors(systems: SystemFactory, tmp_path: Path) -> None:
     sysm = systems.start("fuzz", workers=("control",))
     cli = shutil.which("st", path=str(Path(sys.executable).parent)) or "st"

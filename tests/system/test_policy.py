@@ -37,6 +37,24 @@ def test_wan_job_falls_back_to_runway_when_no_wan_worker_is_online(
     assert len(fallback) == 1 and "no wan_local worker is online" in fallback[0]["detail"]
 
 
+def test_no_fallback_on_a_guess_when_the_broker_is_unreachable(
+    systems: SystemFactory, runway_sim: RunwaySimServer
+) -> None:
+    env = {"RUNWAY_BASE_URL": runway_sim.base_url, "WAN_FALLBACK_MODEL": "gen4_turbo"}
+    sysm = systems.start("fallback-blind", workers=("control", "wan_local"), env=env)
+    keys = sysm.api.upload(distinct_pngs(2, seed=52))
+    sysm.stack.stop("redis")
+    try:
+        # Nobody can say whether a WAN worker is online: the job stays on our GPUs, unpublished.
+        wan = sysm.api.submit(keys, provider="wan_local", prompt="a boat", params={"num_frames": 9})
+        assert wan["provider"] == "wan_local" and wan["routed_from"] is None, wan
+        assert wan["counts"]["pending"] == 2, wan
+    finally:
+        sysm.stack.start_redis()
+    assert sysm.api.wait(wan["id"], timeout=300)["status"] == "succeeded"
+    assert not [e for e in sysm.api.events(wan["id"]) if e["kind"] == "job.fallback"]
+
+
 def test_runway_items_wait_visibly_past_the_daily_cap(
     systems: SystemFactory, runway_sim: RunwaySimServer
 ) -> None:

@@ -106,6 +106,7 @@ def test_sam3_two_concepts_masks_and_instances_line_up(gpu_system: System) -> No
     for concept, role in (("cat", "mask_cat"), ("dog", "mask_dog")):
         mask = np.array(Image.open(io.BytesIO(fetch(masks[role]["url"]))))
         mine = [i for i in instances if i["concept"] == concept]
+        assert mine, f"no instance of {concept!r} at score threshold 0: {instances}"
         # Overlapping instances may hide one another; every pixel label belongs to an instance
         # and each instance's recorded area is exactly its pixels in the mask.
         assert {int(v) for v in np.unique(mask) if v} <= {i["label"] for i in mine}
