@@ -6,9 +6,10 @@ whole process group of the worker that holds it gets SIGKILL. Recovery is measur
 the kill to the database's `item.running` event of attempt 2 (the other worker took it).
 
 The chain: the lease expires (up to LEASE_TTL_S after the last heartbeat), the reconciler
-notices the missing lease (every RECONCILE_INTERVAL_S), waits two heartbeats (a lease that
-vanished with a Redis restart is re-taken by its heartbeat within one), then moves the item
-back to pending with attempt + 1; it is published and a worker reports it running.
+notices the missing lease (every RECONCILE_INTERVAL_S), moves the item back to pending with
+attempt + 1 and publishes it at once; a worker reports it running. (Only after the reconciler
+itself lost sight of Redis does it first wait two heartbeats, for leases that vanished with a
+Redis restart to be re-taken.)
 """
 
 from __future__ import annotations

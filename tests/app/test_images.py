@@ -6,7 +6,6 @@ import hashlib
 import io
 import os
 import struct
-import time
 import zlib
 
 import pytest
@@ -181,9 +180,8 @@ def test_decompression_bomb_rejected_before_decoding() -> None:
     rows = (b"\x00" + b"\x00" * 1000) * 8000
     bomb = crafted_png(8000, 8000, zlib.compress(rows, 9))
     assert len(bomb) < 20_000
-    started = time.perf_counter()
+    # Refused from the header (see the next test: garbage pixel data gives the same answer).
     err = reject(bomb, "bomb.png")
-    assert time.perf_counter() - started < 0.5
     assert err.message == "bomb.png is 8000x8000 pixels (64 megapixels); the limit is 40 megapixels"
 
 

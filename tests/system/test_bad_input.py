@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Callable
+
 import pytest
 import requests
 
+from tests.app.test_images import crafted_png, encode
 from tests.conftest import System
 from tests.support import Api, png_bytes
 
@@ -113,6 +117,29 @@ def test_non_image_upload_is_rejected_and_not_stored(system: System, api_module:
     error_of(r, 400)
     after = [o.key for o in system.store().list(prefix="inputs/", limit=1000)[0]]
     assert after == before
+
+
+def _truncated_png() -> bytes:
+    data = encode("PNG", (128, 128), noise=True)
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "words"),
+    [
+        ("cut.png", _truncated_png, "damaged or truncated"),
+        ("bomb.png", lambda: crafted_png(8000, 8000, zlib.compress(b"\x00" * 8_008_000, 9)), "megapixels"),
+        ("page.jpg", lambda: b"<html><body>not a photo</body></html>", "not an image"),
+        ("empty.webp", lambda: b"", "empty"),
+    ],
+)
+def test_bad_images_over_http_are_refused_and_not_stored(
+    system: System, api_module: Api, name: str, make: Callable[[], bytes], words: str
+) -> None:
+    before = [o.key for o in system.store().list(prefix="inputs/", limit=1000)[0]]
+    err = error_of(api_module.post("/api/v1/uploads", files=[("files", (name, make(), "image/png"))]), 400)
+    assert err["field"] == "files" and name in err["message"] and words in err["message"], err
+    assert [o.key for o in system.store().list(prefix="inputs/", limit=1000)[0]] == before
 
 
 def test_upload_over_size_limit(system: System, api_module: Api) -> None:

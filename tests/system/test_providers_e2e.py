@@ -69,7 +69,6 @@ def test_cancel_during_wan_run_stops_within_a_step(gpu_system: System) -> None:
     job = api.submit(keys, provider="wan_local", params={"num_frames": 81, "steps": 100})
     api.wait_item(job["id"], lambda i: i["status"] == "running" and i["progress"] > 0, timeout=120)
     api.post(f"/api/v1/jobs/{job['id']}/cancel")
-    cancelled_at = time.monotonic()
     done = api.wait(job["id"], timeout=30)
     item = done["items"][0]
     assert done["status"] == "cancelled" and item["status"] == "cancelled"
@@ -77,8 +76,7 @@ def test_cancel_during_wan_run_stops_within_a_step(gpu_system: System) -> None:
     assert gpu_system.output_sets(job["id"], item["id"]) == []
     # The worker is free again well before 100 steps could have run: the next item starts at once.
     follow = api.submit(api.upload([png_bytes(16, 16, (9, 9, 9))]), provider="wan_local", params={"steps": 1})
-    api.wait(follow["id"], timeout=60)
-    assert time.monotonic() - cancelled_at < 60
+    assert api.wait(follow["id"], timeout=60)["status"] == "succeeded"
     log = gpu_system.stack.procs["wan_local"].log()
     assert log.count("loaded wan model") == 1
 

@@ -38,14 +38,12 @@ def test_kill_9_worker_mid_item_runs_again_elsewhere(systems: SystemFactory) -> 
     running = sysm.api.wait_item(job["id"], lambda i: i["status"] == "running" and i["worker"], timeout=30)
     victim = running["worker"].split("@")[0]
     sysm.stack.kill(victim)  # the host is gone: nothing restarts it
-    killed_at = time.monotonic()
 
     again = sysm.api.wait_item(
         job["id"],
         lambda i: i["id"] == running["id"] and i["attempt"] == 2 and i["status"] in ("running", "succeeded"),
         30,
     )
-    recovery_s = time.monotonic() - killed_at
     done = sysm.api.wait(job["id"], timeout=90)
 
     assert_each_item_once(sysm, done)
@@ -53,9 +51,8 @@ def test_kill_9_worker_mid_item_runs_again_elsewhere(systems: SystemFactory) -> 
     assert item["attempt"] == 2
     assert not item["worker"].startswith(victim + "@")
     assert again["attempt"] == 2
-    # Lease TTL is 4 s in tests and the reconciler runs every second: the lease runs out, the next
-    # reconcile publishes attempt 2 and the other worker reports it running.
-    assert recovery_s < 4 + 6, recovery_s
+    # How long it takes is bench/recovery.py's figure; here: the lease ran out, the reconciler
+    # told why and published attempt 2, and the other worker ran it.
     kinds = [
         (e["kind"], e["detail"] or "") for e in sysm.api.events(job["id"]) if e["item_id"] == running["id"]
     ]
@@ -81,15 +78,12 @@ def test_job_submitted_while_broker_is_down_completes_later(systems: SystemFacto
     sysm = systems.start("broker-down")
     keys = sysm.api.upload(distinct_pngs(5, seed=22))
     sysm.stack.stop("redis")
-    started = time.monotonic()
     r = sysm.api.post(
         "/api/v1/jobs", json={"provider": "echo", "inputs": keys, "params": {"queue": "spread"}}
     )
-    answered_s = time.monotonic() - started
     assert r.status_code == 201, r.text
     job = r.json()
     assert job["counts"]["pending"] == 5
-    assert answered_s < 10
     sysm.stack.start_redis()
 
     done = sysm.api.wait(job["id"], timeout=120)
