@@ -117,6 +117,7 @@ class ItemRun:
         self.heartbeat: Heartbeat | None = None
         self.deadline = time.time() + float(payload.get("deadline_s") or settings().item_deadline_s)
         self._last_progress = 0.0
+        self._last_message: str | None = None  # where the run was, for the log when it stops
 
     def execute(self) -> dict[str, Any]:
         cancelled, current = self.coord.delivery_state(self.item_id)
@@ -142,6 +143,12 @@ class ItemRun:
             publish_report(self.payload, "running", worker=self.worker, device=runtime.device_description())
             return self._run(started)
         except Cancelled:
+            log.info(
+                "item %s attempt %d stopped by cancel at %s",
+                self.item_id,
+                self.attempt,
+                self._last_message or "the start",
+            )
             return {"outcome": "cancelled", "worker": self.worker}
         except LeaseLost:
             return {"outcome": "skipped", "reason": "lease lost to another delivery"}
@@ -281,6 +288,7 @@ class ItemRun:
             raise RetryableError("the item ran past its deadline", code="deadline")
 
     def _progress(self, fraction: float, message: str | None = None) -> None:
+        self._last_message = message or self._last_message
         now = time.monotonic()
         if now - self._last_progress < PROGRESS_EVERY_S and fraction < 1.0:
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from collections.abc import Iterator
 
@@ -79,6 +80,9 @@ def test_cancel_during_wan_run_stops_within_a_step(gpu_system: System) -> None:
     assert api.wait(follow["id"], timeout=60)["status"] == "succeeded"
     log = gpu_system.stack.procs["wan_local"].log()
     assert log.count("loaded wan model") == 1
+    # It stopped between two denoising steps, far from the end.
+    stopped = re.search(rf"item {item['id']} attempt 1 stopped by cancel at step (\d+)/100", log)
+    assert stopped and int(stopped.group(1)) < 100, log[-2000:]
 
 
 def test_sam3_two_concepts_masks_and_instances_line_up(gpu_system: System) -> None:
