@@ -37,7 +37,9 @@ def _check_request() -> None:
     if problem is None and request.method in ("POST", "PUT", "PATCH"):
         if request.is_json:
             problem = unstorable(request.get_json(silent=True), "the body")
-        elif request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        elif request.mimetype == "application/x-www-form-urlencoded":
+            # Multipart bodies are uploads (files only, checked as images), left to the upload view,
+            # which runs after authentication: no reason to parse one for an anonymous caller here.
             problem = unstorable(request.form.to_dict(flat=False), "the form")
     if problem is None:
         return

@@ -270,3 +270,16 @@ def test_database_outage_shows_a_page_not_a_stack_trace(outage_stacks: dict[str,
         client.base + "/api/v1/jobs", headers={"Authorization": "Bearer bg_whatever"}, timeout=30
     )
     assert r.status_code == 503 and r.json()["error"]["code"] == "database_unavailable"
+
+
+def test_form_text_the_database_cannot_store_is_a_400_page(ui: System, admin: Browser) -> None:
+    key = ui.api.upload(distinct_pngs(1, seed=303))[0]
+    before = len(ui.api.get("/api/v1/jobs", params={"limit": 500}).json()["jobs"])
+    token = admin.token("/jobs/new")
+    r = admin.post(
+        "/jobs/new",
+        data={"csrf_token": token, "engine": "echo:echo", "inputs": [key], "prompt": "a\x00b"},
+    )
+    assert r.status_code == 400 and "text/html" in r.headers["Content-Type"], r.status_code
+    assert "contains a NUL character" in r.text
+    assert len(ui.api.get("/api/v1/jobs", params={"limit": 500}).json()["jobs"]) == before
