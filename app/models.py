@@ -95,6 +95,11 @@ class Asset(db.Model):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 
+def status_counts(job: Any) -> dict[str, int]:
+    """Items per status from a job's n_* columns (a Job, or a row selected with them)."""
+    return {s: getattr(job, f"n_{s}") for s in ITEM_STATUSES}
+
+
 class Job(db.Model):
     __tablename__ = "jobs"
     __table_args__ = (
@@ -139,7 +144,7 @@ class Job(db.Model):
     creator: Mapped[User | None] = relationship()
 
     def counts(self) -> dict[str, int]:
-        return {s: getattr(self, f"n_{s}") for s in ITEM_STATUSES}
+        return status_counts(self)
 
 
 class Item(db.Model):

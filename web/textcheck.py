@@ -11,8 +11,6 @@ from typing import Any
 from flask import Flask, request
 from werkzeug.exceptions import BadRequest
 
-from web.errors import ApiError
-
 
 def unstorable(value: Any, where: str) -> str | None:
     """Where in `value` (a parsed JSON value or a string) a string the database cannot store sits."""
@@ -41,11 +39,9 @@ def _check_request() -> None:
             # Multipart bodies are uploads (files only, checked as images), left to the upload view,
             # which runs after authentication: no reason to parse one for an anonymous caller here.
             problem = unstorable(request.form.to_dict(flat=False), "the form")
-    if problem is None:
-        return
-    if request.path.startswith("/api/"):
-        raise ApiError(400, "invalid_text", problem)
-    raise BadRequest(description=problem)
+    if problem is not None:
+        # The app's HTTP error handling answers JSON to API callers and an error page to browsers.
+        raise BadRequest(description=problem)
 
 
 def init_app(flask_app: Flask) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from app.db import db
-from app.models import FINISHED, ITEM_STATUSES, Event, Item, Job, utcnow
+from app.models import FINISHED, ITEM_STATUSES, Event, Item, Job, status_counts, utcnow
 
 log = logging.getLogger("bulkgen.state")
 
@@ -195,7 +195,7 @@ def mark_queued(job_id: str, published: list[tuple[str, int]]) -> int:
 
 def derive_status(job: Any) -> str:
     """A job's status from its counts (a Job, or a row with its n_* columns, total, cancelled_at)."""
-    c = {status: getattr(job, f"n_{status}") for status in ITEM_STATUSES}
+    c = status_counts(job)
     unfinished = c["pending"] + c["queued"] + c["running"]
     finished = sum(c[s] for s in FINISHED)
     if job.total and unfinished == 0:

@@ -68,8 +68,8 @@ def test_bad_job_submissions(api_module: Api, key: str, body: dict, field: str, 
 @pytest.mark.parametrize(
     ("raw", "code", "words"),
     [
-        ('{"provider": "echo", "inputs": ["K"], "idempotency_key": "a\\u0000b"}', "invalid_text", "NUL"),
-        ('{"provider": "echo", "inputs": ["K"], "params": {"a\\u0000": 1}}', "invalid_text", "NUL"),
+        ('{"provider": "echo", "inputs": ["K"], "idempotency_key": "a\\u0000b"}', "bad_request", "NUL"),
+        ('{"provider": "echo", "inputs": ["K"], "params": {"a\\u0000": 1}}', "bad_request", "NUL"),
         ('{"provider": "echo", "inputs": ["K"], "prompt": "x\\ud800y"}', "invalid_json", "JSON"),
     ],
 )
