@@ -15,6 +15,7 @@ import contextlib
 import functools
 import hashlib
 import hmac
+import io
 import json
 import mimetypes
 import os
@@ -159,7 +160,7 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def download_to(self, key: str, path: Path) -> None:
-        """Write the object to `path` (atomically: a partial download never appears there)."""
+        """Write the object to `path` (atomically: a partial download never appears there); raises NotFound."""
 
     @abc.abstractmethod
     def open_stream(self, key: str) -> BinaryIO:
@@ -520,10 +521,18 @@ class S3Storage(Storage):
     `public_endpoint_url` is the host browsers reach when the workers use an internal one
     (e.g. `http://minio:9000` inside the cluster, `https://files.example.com` outside):
     presigned URLs embed the host in the signature, so they must be signed for the public one.
+
+    Each request costs one round trip: reads are a single GET (a missing object is its 404), small
+    uploads a single PUT without `Expect: 100-continue`, over kept-alive pooled connections. One
+    botocore client serves the whole process and all its threads; a forked child builds its own.
     """
 
     # ListObjectsV2 returns at most this many keys per call (a class attribute so tests can shrink it).
     max_keys_per_call = 1000
+    # Files up to this size go up as one PutObject; larger ones as a multipart upload.
+    single_put_max_bytes = 8 * 1024 * 1024
+    # GETs per read when the connection drops mid-body (botocore retries only until the headers arrive).
+    read_attempts = 3
 
     def __init__(
         self,
@@ -534,11 +543,14 @@ class S3Storage(Storage):
         secret_key: str | None,
         prefix: str = "",
         public_endpoint_url: str | None = None,
+        max_pool_connections: int = 16,
     ) -> None:
         from botocore.config import Config
 
         if not bucket:
             raise ValueError("S3Storage needs a bucket name")
+        if not isinstance(max_pool_connections, int) or max_pool_connections < 1:
+            raise ValueError("max_pool_connections must be a positive integer")
         if prefix:
             prefix = prefix.strip("/")
             validate_key(prefix)
@@ -547,7 +559,10 @@ class S3Storage(Storage):
         self.prefix = prefix
         self.region = region or "us-east-1"
         self._bucket_ready = False
-        config = Config(
+        self._endpoint_url = endpoint_url
+        self._public_endpoint_url = public_endpoint_url
+        self._credentials = (access_key, secret_key)
+        self._config = Config(
             signature_version="s3v4",
             # Custom endpoints (MinIO, R2, moto) rarely have wildcard DNS for virtual-host buckets.
             s3={"addressing_style": "path" if endpoint_url else "auto"},
@@ -557,23 +572,52 @@ class S3Storage(Storage):
             # Newer botocore adds CRC checksums to every upload; several S3-compatible servers reject them.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
+            # Every thread of a worker (prefetch, background uploads) keeps its own connection open.
+            max_pool_connections=max_pool_connections,
+            tcp_keepalive=True,
         )
+        self._clients_lock = threading.Lock()
+        self._clients: tuple[int, Any, Any] = self._make_clients()
 
-        def client(endpoint: str | None) -> Any:
-            # One shared session: each new session parses botocore's service models again (~0.1 s),
-            # and creating clients from one session is not thread-safe, hence the lock.
-            with _SESSION_LOCK:
-                return _boto_session().client(
-                    "s3",
-                    endpoint_url=endpoint,
-                    region_name=self.region,
-                    aws_access_key_id=access_key,
-                    aws_secret_access_key=secret_key,
-                    config=config,
-                )
+    def _make_client(self, endpoint: str | None) -> Any:
+        # One shared session: each new session parses botocore's service models again (~0.1 s),
+        # and creating clients from one session is not thread-safe, hence the lock.
+        with _SESSION_LOCK:
+            return _boto_session().client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name=self.region,
+                aws_access_key_id=self._credentials[0],
+                aws_secret_access_key=self._credentials[1],
+                config=self._config,
+            )
 
-        self._client = client(endpoint_url)
-        self._signer = client(public_endpoint_url) if public_endpoint_url else self._client
+    def _make_clients(self) -> tuple[int, Any, Any]:
+        from botocore.handlers import add_expect_header
+
+        client = self._make_client(self._endpoint_url)
+        # botocore waits for "100 Continue" before every PUT body: a second round trip per upload.
+        client.meta.events.unregister("before-call.s3", add_expect_header)
+        signer = self._make_client(self._public_endpoint_url) if self._public_endpoint_url else client
+        return os.getpid(), client, signer
+
+    def _current_clients(self) -> tuple[int, Any, Any]:
+        clients = self._clients
+        if clients[0] != os.getpid():
+            # A forked child must not share the parent's pooled sockets: it builds its own client once.
+            with self._clients_lock:
+                if self._clients[0] != os.getpid():
+                    self._clients = self._make_clients()
+                clients = self._clients
+        return clients
+
+    @property
+    def _client(self) -> Any:
+        return self._current_clients()[1]
+
+    @property
+    def _signer(self) -> Any:
+        return self._current_clients()[2]
 
     def __repr__(self) -> str:
         return f"S3Storage(bucket={self.bucket!r}, prefix={self.prefix!r}, endpoint={self._client.meta.endpoint_url!r})"
@@ -619,11 +663,24 @@ class S3Storage(Storage):
             self.ensure_bucket()
 
     def put_file(self, key: str, path: Path, content_type: str) -> None:
+        from boto3.s3.transfer import TransferConfig
+
         k = self._k(key)
         _validate_content_type(content_type)
         self._before_write()
-        # upload_file switches to multipart for large outputs; S3 publishes the object only when complete.
-        self._client.upload_file(str(path), self.bucket, k, ExtraArgs={"ContentType": content_type})
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size <= self.single_put_max_bytes:
+                # botocore streams the open file (and rewinds it for a retry): one request, no thread pool.
+                self._client.put_object(Bucket=self.bucket, Key=k, Body=f, ContentType=content_type)
+                return
+        # Large outputs go multipart, parts in parallel; S3 publishes the object only when complete.
+        transfer = TransferConfig(
+            multipart_threshold=self.single_put_max_bytes,
+            max_concurrency=min(10, self._config.max_pool_connections),
+        )
+        self._client.upload_file(
+            str(path), self.bucket, k, ExtraArgs={"ContentType": content_type}, Config=transfer
+        )
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         k = self._k(key)
@@ -642,26 +699,37 @@ class S3Storage(Storage):
                 raise NotFound(key) from None
             raise
 
+    def _read_into(self, key: str, out: BinaryIO) -> None:
+        """Copy the object into `out` with one GET, again from the start if the body is cut off."""
+        from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+
+        for attempt in range(1, self.read_attempts + 1):
+            body = self._get(key)["Body"]
+            try:
+                for chunk in body.iter_chunks(1024 * 1024):
+                    out.write(chunk)
+                return
+            except (IncompleteReadError, ReadTimeoutError, ResponseStreamingError):
+                if attempt == self.read_attempts:
+                    raise
+                out.seek(0)
+                out.truncate()
+            finally:
+                body.close()
+
     def get_bytes(self, key: str) -> bytes:
-        body = self._get(key)["Body"]
-        with body:
-            return body.read()
+        buf = io.BytesIO()
+        self._read_into(key, buf)
+        return buf.getvalue()
 
     def download_to(self, key: str, path: Path) -> None:
-        from botocore.exceptions import ClientError
-
-        k = self._k(key)
+        validate_key(key)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        os.close(fd)
         try:
-            try:
-                self._client.download_file(self.bucket, k, tmp)
-            except ClientError as exc:
-                if self._missing(exc):
-                    raise NotFound(key) from None
-                raise
+            with os.fdopen(fd, "wb") as out:
+                self._read_into(key, out)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -772,42 +840,3 @@ class S3Storage(Storage):
 
     def check(self) -> None:
         self._client.head_bucket(Bucket=self.bucket)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Factory
-# ---------------------------------------------------------------------------------------------------------
-
-
-def make_storage(
-    backend: str = "local",
-    *,
-    root: Path | None = None,
-    base_url: str | None = None,
-    secret: str | None = None,
-    bucket: str | None = None,
-    endpoint_url: str | None = None,
-    region: str | None = None,
-    access_key: str | None = None,
-    secret_key: str | None = None,
-    prefix: str = "",
-    public_endpoint_url: str | None = None,
-) -> Storage:
-    """Build a backend from explicit settings: `local` needs root, base_url, secret; `s3` needs bucket."""
-    if backend == "local":
-        if root is None or not base_url or not secret:
-            raise ValueError("local storage needs root, base_url and secret")
-        return LocalStorage(root=Path(root), base_url=base_url, secret=secret)
-    if backend == "s3":
-        if not bucket:
-            raise ValueError("s3 storage needs a bucket")
-        return S3Storage(
-            bucket=bucket,
-            endpoint_url=endpoint_url,
-            region=region,
-            access_key=access_key,
-            secret_key=secret_key,
-            prefix=prefix,
-            public_endpoint_url=public_endpoint_url,
-        )
-    raise ValueError(f"unknown storage backend {backend!r} (expected 'local' or 's3')")

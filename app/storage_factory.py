@@ -22,6 +22,7 @@ def get_storage() -> Storage:
             secret_key=s.s3_secret_key,
             prefix=s.s3_prefix,
             public_endpoint_url=s.s3_public_endpoint_url,
+            max_pool_connections=s.s3_max_pool_connections,
         )
         return store
     return LocalStorage(root=s.storage_dir, base_url=s.public_url, secret=s.secret_key)

@@ -8,12 +8,16 @@ The local backend's signed URLs are served by a tiny WSGI app that does what the
 
 from __future__ import annotations
 
+import http.client
+import os
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -23,6 +27,7 @@ import requests
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from app import config as config_mod
 from app import storage as storage_mod
 from app.storage import (
     InvalidCursor,
@@ -33,9 +38,9 @@ from app.storage import (
     S3Storage,
     Storage,
     content_disposition,
-    make_storage,
     validate_key,
 )
+from app.storage_factory import get_storage
 
 BAD_KEYS = [
     "",
@@ -108,6 +113,107 @@ def files_server() -> Iterator[tuple[str, _FilesApp]]:
     thread.join()
 
 
+# Hop-by-hop headers: they describe one connection, so the proxy answers them itself.
+_HOP_HEADERS = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "expect"}
+
+
+@dataclass(frozen=True)
+class _Seen:
+    method: str
+    path: str
+    headers: dict[str, str]  # names lower-cased, as they arrived on the wire
+    connection: tuple[str, int]  # the client's address: one per TCP connection
+
+
+class _RecordingProxy(ThreadingHTTPServer):
+    """A reverse proxy in front of moto that records every request the storage sends over the wire."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.url = f"http://127.0.0.1:{self.server_port}"
+        self.lock = threading.Lock()
+        self.seen: list[_Seen] = []
+        # Send only half of the next GET's body, then hang up (a connection lost mid-download).
+        self.cut_next_get = False
+        # Answer this many PUTs 503 after taking their body, as an overloaded S3 does.
+        self.fail_puts = 0
+
+    def take(self) -> list[_Seen]:
+        """The requests recorded since the last call."""
+        with self.lock:
+            seen, self.seen = self.seen, []
+        return seen
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, and "100 Continue" answered if a client asks for it
+    server: _RecordingProxy
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _forward(self) -> None:
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        assert "transfer-encoding" not in headers, "the proxy only handles Content-Length bodies"
+        body = self.rfile.read(int(headers.get("content-length", "0")))
+        with self.server.lock:
+            self.server.seen.append(_Seen(self.command, self.path, headers, self.client_address))
+            cut = self.command == "GET" and self.server.cut_next_get
+            if cut:
+                self.server.cut_next_get = False
+            refuse = self.command == "PUT" and self.server.fail_puts > 0
+            if refuse:
+                self.server.fail_puts -= 1
+        if refuse:
+            error = b"<Error><Code>ServiceUnavailable</Code><Message>Slow down.</Message></Error>"
+            self.send_response_only(503)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(error)))
+            self.end_headers()
+            self.wfile.write(error)
+            return
+        upstream = http.client.HTTPConnection(*self.server.upstream, timeout=30)
+        try:
+            forward = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
+            upstream.request(self.command, self.path, body=body, headers=forward)
+            response = upstream.getresponse()
+            data = response.read()
+        finally:
+            upstream.close()
+        self.send_response_only(response.status, response.reason)
+        for name, value in response.getheaders():
+            if name.lower() not in _HOP_HEADERS | {"content-length"}:
+                self.send_header(name, value)
+        length = response.getheader("Content-Length") if self.command == "HEAD" else str(len(data))
+        if length is not None:
+            self.send_header("Content-Length", length)
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        if cut:
+            self.wfile.write(data[: len(data) // 2])
+            self.close_connection = True
+            return
+        self.wfile.write(data)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
+
+
+@pytest.fixture(scope="session")
+def recording_proxy(moto_endpoint: str) -> Iterator[_RecordingProxy]:
+    proxy = _RecordingProxy(moto_endpoint)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    yield proxy
+    proxy.shutdown()
+    proxy.server_close()
+    thread.join()
+
+
 # -- the backends ---------------------------------------------------------------------------------------
 
 
@@ -144,6 +250,15 @@ def s3_store(moto_endpoint: str, s3_bucket: str) -> S3Storage:
     # One bucket, a fresh prefix per test: creating a bucket in moto costs more than most tests.
     # The prefix also proves keys are namespaced inside the bucket and stripped again on the way out.
     return _s3(moto_endpoint, bucket=s3_bucket, prefix=f"t-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def proxied(recording_proxy: _RecordingProxy, s3_bucket: str) -> tuple[S3Storage, _RecordingProxy]:
+    """An S3 storage that reaches moto through the recording proxy, its bucket check already done."""
+    store = _s3(recording_proxy.url, bucket=s3_bucket, prefix=f"t-{uuid.uuid4().hex[:12]}")
+    store.ensure_bucket()
+    recording_proxy.take()
+    return store, recording_proxy
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -546,6 +661,197 @@ def test_s3_page_larger_than_one_list_call(s3_store: S3Storage, monkeypatch: pyt
     assert s3_store.delete_prefix("k/") == 40
 
 
+def _object_path(store: S3Storage, key: str) -> str:
+    return f"/{store.bucket}/{store.prefix}{key}"
+
+
+def test_s3_reads_are_one_get_each(proxied: tuple[S3Storage, _RecordingProxy], tmp_path: Path) -> None:
+    store, proxy = proxied
+    data = bytes(range(256)) * 4096  # 1 MiB
+    store.put_bytes("inputs/a.png", data, "image/png")
+    proxy.take()
+    store.download_to("inputs/a.png", tmp_path / "in" / "a.png")
+    assert (tmp_path / "in" / "a.png").read_bytes() == data
+    assert store.get_bytes("inputs/a.png") == data
+    seen = proxy.take()
+    assert [(r.method, urlsplit(r.path).path) for r in seen] == [
+        ("GET", _object_path(store, "inputs/a.png"))
+    ] * 2
+
+
+def test_s3_missing_object_is_one_get_that_raises_not_found(
+    proxied: tuple[S3Storage, _RecordingProxy], tmp_path: Path
+) -> None:
+    store, proxy = proxied
+    with pytest.raises(NotFound) as excinfo:
+        store.download_to("inputs/nope.png", tmp_path / "dl" / "nope.png")
+    assert excinfo.value.key == "inputs/nope.png"
+    assert list((tmp_path / "dl").iterdir()) == []
+    with pytest.raises(NotFound):
+        store.get_bytes("inputs/nope.png")
+    assert [r.method for r in proxy.take()] == ["GET", "GET"]
+
+
+def test_s3_uploads_are_one_put_without_expect(
+    proxied: tuple[S3Storage, _RecordingProxy], tmp_path: Path
+) -> None:
+    store, proxy = proxied
+    data = bytes(range(256)) * 12288  # 3 MiB: a real output's size, well under the multipart threshold
+    src = tmp_path / "video.mp4"
+    src.write_bytes(data)
+    store.put_file("outputs/j/i/1/video.mp4", src, "video/mp4")
+    store.put_bytes("outputs/j/i/1/manifest.json", b"{}", "application/json")
+    seen = proxy.take()
+    assert [(r.method, urlsplit(r.path).path) for r in seen] == [
+        ("PUT", _object_path(store, "outputs/j/i/1/video.mp4")),
+        ("PUT", _object_path(store, "outputs/j/i/1/manifest.json")),
+    ]
+    assert [r.headers.get("expect") for r in seen] == [None, None]
+    assert [r.headers["content-length"] for r in seen] == [str(len(data)), "2"]
+    assert store.get_bytes("outputs/j/i/1/video.mp4") == data
+    info = store.head("outputs/j/i/1/video.mp4")
+    assert info is not None and info.content_type == "video/mp4"
+
+
+def test_s3_upload_refused_once_is_sent_again_from_the_start(
+    proxied: tuple[S3Storage, _RecordingProxy], tmp_path: Path
+) -> None:
+    store, proxy = proxied
+    data = bytes(range(256)) * 4096
+    src = tmp_path / "out.bin"
+    src.write_bytes(data)
+    proxy.fail_puts = 1
+    store.put_file("outputs/j/i/1/out.bin", src, "application/octet-stream")
+    seen = proxy.take()
+    assert [r.method for r in seen] == ["PUT", "PUT"]
+    assert [r.headers["content-length"] for r in seen] == [str(len(data))] * 2
+    assert store.get_bytes("outputs/j/i/1/out.bin") == data  # the retry rewound the file
+
+
+def test_s3_large_file_goes_multipart_without_expect(
+    proxied: tuple[S3Storage, _RecordingProxy], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, proxy = proxied
+    # A 1 MiB threshold exercises the multipart path without writing 8 MiB files.
+    monkeypatch.setattr(store, "single_put_max_bytes", 1024 * 1024)
+    data = bytes(range(256)) * 8192 + b"!"
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    store.put_file("outputs/j/i/1/big.bin", src, "application/octet-stream")
+    seen = proxy.take()
+    assert [r.method for r in seen] == ["POST", "PUT", "POST"]
+    assert "uploads" in seen[0].path and "partNumber=1" in seen[1].path and "uploadId=" in seen[2].path
+    assert all("expect" not in r.headers for r in seen)
+    assert store.get_bytes("outputs/j/i/1/big.bin") == data
+
+
+def test_s3_download_starts_over_when_the_body_is_cut(
+    proxied: tuple[S3Storage, _RecordingProxy], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import IncompleteReadError, ResponseStreamingError
+
+    store, proxy = proxied
+    data = bytes(range(256)) * 4096
+    store.put_bytes("inputs/cut.bin", data, "application/octet-stream")
+    proxy.take()
+    proxy.cut_next_get = True
+    store.download_to("inputs/cut.bin", tmp_path / "cut.bin")
+    assert (tmp_path / "cut.bin").read_bytes() == data
+    assert [r.method for r in proxy.take()] == ["GET", "GET"]
+
+    monkeypatch.setattr(store, "read_attempts", 1)
+    proxy.cut_next_get = True
+    with pytest.raises((IncompleteReadError, ResponseStreamingError)):
+        store.download_to("inputs/cut.bin", tmp_path / "again" / "cut.bin")
+    assert list((tmp_path / "again").iterdir()) == []  # no partial download left behind
+
+
+def test_s3_connections_are_kept_alive_and_pooled(
+    recording_proxy: _RecordingProxy, s3_bucket: str, tmp_path: Path
+) -> None:
+    store = _s3(
+        recording_proxy.url, bucket=s3_bucket, prefix=f"t-{uuid.uuid4().hex[:12]}", max_pool_connections=4
+    )
+    config = store._client.meta.config
+    assert (config.max_pool_connections, config.tcp_keepalive) == (4, True)
+    recording_proxy.take()
+    src = tmp_path / "out.png"
+    src.write_bytes(b"png")
+    keys = [f"inputs/{i}.png" for i in range(8)]
+    for key in keys:
+        store.put_file(key, src, "image/png")
+        store.download_to(key, tmp_path / "in.png")
+        assert store.exists(key)
+    sequential = recording_proxy.take()
+    assert len(sequential) == 1 + 3 * len(keys)  # the bucket check on the first write, then 3 per key
+    assert len({r.connection for r in sequential}) == 1
+
+    # As many threads as pooled connections: each finds one free, none is opened beyond the pool.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(store.get_bytes, keys * 5)) == [b"png"] * 40
+    parallel = recording_proxy.take()
+    assert len(parallel) == 40
+    assert len({r.connection for r in parallel}) <= 4
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_s3_forked_child_opens_its_own_connections(proxied: tuple[S3Storage, _RecordingProxy]) -> None:
+    store, proxy = proxied
+    store.put_bytes("inputs/a.txt", b"shared", "text/plain")
+    parent_connections = {r.connection for r in proxy.take()}
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(read_fd)
+            os.write(write_fd, store.get_bytes("inputs/a.txt"))
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        from_child = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert (from_child, os.waitstatus_to_exitcode(status)) == (b"shared", 0)
+    child = proxy.take()
+    assert len(child) == 1 and child[0].connection not in parent_connections
+    # The parent's pooled connection was left alone and still serves it.
+    assert store.get_bytes("inputs/a.txt") == b"shared"
+    assert {r.connection for r in proxy.take()} == parent_connections
+
+
+def test_s3_storage_built_once_from_settings(
+    moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {
+        "VAR_DIR": str(tmp_path / "var"),
+        "STORAGE_BACKEND": "s3",
+        "S3_BUCKET": "settings-test",
+        "S3_ENDPOINT_URL": moto_endpoint,
+        "S3_ACCESS_KEY_ID": "testing",
+        "S3_SECRET_ACCESS_KEY": "testing",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("S3_MAX_POOL_CONNECTIONS", raising=False)
+    assert config_mod.load_settings().s3_max_pool_connections == 16
+    monkeypatch.setenv("S3_MAX_POOL_CONNECTIONS", "24")
+    monkeypatch.setattr(
+        config_mod, "_settings", None
+    )  # restored, with the process's own settings, afterwards
+    get_storage.cache_clear()
+    try:
+        store = get_storage()
+        assert isinstance(store, S3Storage) and get_storage() is store
+        config = store._client.meta.config
+        assert (config.max_pool_connections, config.tcp_keepalive) == (24, True)
+    finally:
+        get_storage.cache_clear()
+    with pytest.raises(ValueError):
+        _s3(moto_endpoint, max_pool_connections=0)
+
+
 # -- helpers --------------------------------------------------------------------------------------------
 
 
@@ -560,13 +866,3 @@ def test_validate_key_rejects(bad: str) -> None:
 )
 def test_validate_key_accepts(good: str) -> None:
     assert validate_key(good) == good
-
-
-def test_make_storage(tmp_path: Path, moto_endpoint: str) -> None:
-    local = make_storage("local", root=tmp_path, base_url="http://h/", secret="s")
-    assert isinstance(local, LocalStorage) and local.base_url == "http://h"
-    s3 = make_storage("s3", bucket="b", endpoint_url=moto_endpoint, access_key="a", secret_key="b")
-    assert isinstance(s3, S3Storage)
-    for bad in ({"backend": "ftp"}, {"backend": "local"}, {"backend": "s3"}):
-        with pytest.raises(ValueError):
-            make_storage(**bad)
