@@ -84,6 +84,8 @@ class Settings:
     s3_access_key: str | None
     s3_secret_key: str | None
     s3_prefix: str
+    # Kept-alive S3 connections per process: at least the threads that use storage at once.
+    s3_max_pool_connections: int
     providers: ProviderSettings
     default_provider: str
     # Route new wan_local jobs to this Runway model when WAN is overloaded or offline (None: never).
@@ -117,6 +119,13 @@ class Settings:
     # /metrics: open with METRICS_PUBLIC=1, else a bearer API token or METRICS_BASIC_AUTH (user:password).
     metrics_basic_auth: str | None = None
     metrics_public: bool = False
+    # GPU workers: items per forward pass (providers that batch), items prefetched per device beyond
+    # the running batch, whether models load before the queue is consumed, and how many
+    # out-of-memory failures in a row make the process exit for a fresh CUDA context.
+    worker_batch_size: int = 1
+    worker_prefetch: int = 1
+    preload_models: bool = True
+    worker_max_consecutive_oom: int = 3
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -165,6 +174,8 @@ def load_settings() -> Settings:
         demo_model_dir=str(Path(env_str("DEMO_MODEL_DIR", str(var_dir / "models")) or "").resolve()),
         wan_cpu_offload=env_bool("WAN_CPU_OFFLOAD", False),
         wan_vae_tiling=env_bool("WAN_VAE_TILING", False),
+        echo_load_delay_s=env_float("ECHO_LOAD_DELAY_S", 0.0),
+        echo_load_error=env_str("ECHO_LOAD_ERROR"),
         runway_base_url=runway_base,
         runway_api_key=runway_key or ("simulated-key" if simulated else None),
         runway_simulated=simulated,
@@ -189,6 +200,7 @@ def load_settings() -> Settings:
         s3_access_key=env_str("S3_ACCESS_KEY_ID", env_str("AWS_ACCESS_KEY_ID")),
         s3_secret_key=env_str("S3_SECRET_ACCESS_KEY", env_str("AWS_SECRET_ACCESS_KEY")),
         s3_prefix=env_str("S3_PREFIX", "") or "",
+        s3_max_pool_connections=env_int("S3_MAX_POOL_CONNECTIONS", 16),
         providers=providers,
         default_provider=env_str("DEFAULT_PROVIDER", "wan_local") or "wan_local",
         wan_fallback_model=env_str("WAN_FALLBACK_MODEL"),
@@ -215,6 +227,10 @@ def load_settings() -> Settings:
         orphan_grace_s=env_float("ORPHAN_GRACE_S", 3600.0),
         metrics_basic_auth=env_str("METRICS_BASIC_AUTH"),
         metrics_public=env_bool("METRICS_PUBLIC", False),
+        worker_batch_size=max(1, env_int("WORKER_BATCH_SIZE", 1)),
+        worker_prefetch=max(1, env_int("WORKER_PREFETCH", 1)),
+        preload_models=env_bool("PRELOAD_MODELS", True),
+        worker_max_consecutive_oom=max(1, env_int("WORKER_MAX_CONSECUTIVE_OOM", 3)),
     )
 
 

@@ -20,6 +20,9 @@ EPOCH_KEY = f"{PREFIX}:epoch"
 # When the reconciler last talked to Redis, and until when it gives workers time to re-take leases.
 SEEN_KEY = f"{PREFIX}:reconciler-seen"
 GRACE_KEY = f"{PREFIX}:lease-grace-until"
+# Sorted set "item_id|attempt" -> expiry time: items a worker prefetched but has not started. A
+# worker renews its entries; the reconciler re-publishes those that expired (their worker died).
+HELD_KEY = f"{PREFIX}:held"
 # Hash "node/pid" -> {"device", "queues", ...}: which GPU serves which queue.
 DEVICES_KEY = f"{PREFIX}:devices"
 # State reports from workers to the control side: a stream read by one applier at a time.
@@ -140,6 +143,27 @@ class Coordination:
         values = self.r.mget([lease_key(i) for i in item_ids])
         return {i: v is not None for i, v in zip(item_ids, values, strict=True)}
 
+    # Prefetched items: held without a lease (no attempt is spent) until they start or go back.
+    def hold(self, entries: list[tuple[str, int]], ttl_s: float) -> None:
+        if entries:
+            until = time.time() + ttl_s
+            self.r.zadd(HELD_KEY, {f"{item_id}|{attempt}": until for item_id, attempt in entries})
+
+    def unhold(self, item_id: str, attempt: int) -> None:
+        self.r.zrem(HELD_KEY, f"{item_id}|{attempt}")
+
+    def take_expired_holds(self, now: float, limit: int) -> list[tuple[str, int]]:
+        """Holds whose worker stopped renewing them, removed as they are taken."""
+        members = self.r.zrangebyscore(HELD_KEY, "-inf", now, start=0, num=limit)
+        if not members:
+            return []
+        self.r.zrem(HELD_KEY, *members)
+        taken = []
+        for member in members:
+            item_id, _, attempt = member.decode().rpartition("|")
+            taken.append((item_id, int(attempt)))
+        return taken
+
     # Cancel flags, checked by workers before and during a run.
     def cancel(self, item_ids: list[str]) -> None:
         if not item_ids:
@@ -152,10 +176,13 @@ class Coordination:
     def is_cancelled(self, item_id: str) -> bool:
         return bool(self.r.exists(cancel_key(item_id)))
 
-    def delivery_state(self, item_id: str) -> tuple[bool, int | None]:
-        """(cancelled, current attempt) in one round trip: what a worker checks before any work."""
-        cancelled, attempt = self.r.mget([cancel_key(item_id), attempt_key(item_id)])
-        return cancelled is not None, int(attempt) if attempt is not None else None
+    def delivery_state(self, item_id: str, attempt: int) -> tuple[bool, int | None, bool]:
+        """(cancelled, current attempt, whether this attempt already reported its outcome) in one
+        round trip: what a worker checks before any work."""
+        cancelled, current, outcome = self.r.mget(
+            [cancel_key(item_id), attempt_key(item_id), outcome_key(item_id, attempt)]
+        )
+        return cancelled is not None, int(current) if current is not None else None, outcome is not None
 
     # The attempt each item is on, so a stale message from an older attempt is dropped early.
     def set_attempts(self, attempts: dict[str, int]) -> None:
@@ -180,8 +207,9 @@ class Coordination:
 
     # State reports: workers append; the control side reads in batches and acks after its commit.
     def push_report(self, report: dict[str, Any], final: bool = False) -> None:
-        """Append a report. A `final` one (an attempt's failure) is also kept under the attempt,
-        so the reconciler can tell a worker that failed from one that vanished."""
+        """Append a report. A `final` one (an attempt's outcome) is also kept under the attempt, so the
+        reconciler can tell a worker that failed from one that vanished, and a duplicate delivery of
+        a finished attempt is dropped before it runs again."""
         body = json.dumps(report, separators=(",", ":"))
         pipe = self.r.pipeline(transaction=False)
         pipe.xadd(REPORTS_KEY, {"r": body})

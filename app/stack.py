@@ -238,7 +238,8 @@ class Stack:
         extra_env: dict[str, str] | None = None,
     ) -> Proc:
         name = name or queue
-        pool = pool or ("threads" if queue == "runway" else "prefork")
+        # GPU queues choose their own pool (one process, a pipeline of threads: tasks/signals.py).
+        pool = pool or {"runway": "threads", "control": "prefork"}.get(queue)
         argv = [
             sys.executable,
             "-m",
@@ -250,16 +251,16 @@ class Stack:
             queue,
             "-n",
             f"{name}@%h",
-            "-P",
-            pool,
             "--loglevel",
             "INFO",
             "-E",
             "--without-gossip",
             "--without-mingle",
         ]
+        if pool is not None:
+            argv += ["-P", pool]
         if concurrency is not None:
-            # Without -c, GPU queues run one process per visible GPU (tasks/signals.py).
+            # Without -c, GPU queues run one lane per visible GPU (tasks/lanes.py).
             argv += ["-c", str(concurrency)]
         if beat:
             argv += ["-B", "-s", str(self.var_dir / "celerybeat-schedule")]

@@ -5,6 +5,7 @@ transformers) are imported inside `load`/`run` only.
 """
 
 from providers.base import (
+    BatchEntry,
     Cancelled,
     FatalError,
     JobSpec,
@@ -21,6 +22,7 @@ from providers.base import (
 from providers.registry import ProviderSettings, build_registry, get_provider
 
 __all__ = [
+    "BatchEntry",
     "Cancelled",
     "FatalError",
     "JobSpec",

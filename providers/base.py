@@ -133,6 +133,15 @@ class RunContext:
     input_url: str | None = None
 
 
+@dataclass(frozen=True)
+class BatchEntry:
+    """One item of a batched call."""
+
+    input_path: Path
+    spec: JobSpec
+    ctx: RunContext
+
+
 class Provider(abc.ABC):
     """Base class. Subclasses set the class attributes and implement `validate` / `load` / `run`.
 
@@ -149,6 +158,8 @@ class Provider(abc.ABC):
     demo: bool = False
     # Job field the provider needs: "prompt" (text), "prompts" (list of concepts) or None.
     prompt_field: str | None = "prompt"
+    # Most items `run_batch` takes in one call; the worker batches up to min(this, its batch size).
+    max_batch: int = 1
 
     @abc.abstractmethod
     def models(self) -> list[ModelInfo]: ...
@@ -214,3 +225,17 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     def run(self, input_path: Path, spec: JobSpec, ctx: RunContext) -> RunResult: ...
+
+    def run_batch(self, entries: list[BatchEntry]) -> list[RunResult | BaseException]:
+        """Several items of one model at once: one result or raised exception per entry, in order.
+
+        The worker calls it only with entries of the same model, at most `max_batch` of them. One
+        entry's failure (or cancel) must not fail the others. Default: one by one.
+        """
+        results: list[RunResult | BaseException] = []
+        for entry in entries:
+            try:
+                results.append(self.run(entry.input_path, entry.spec, entry.ctx))
+            except Exception as exc:  # noqa: BLE001 - handed back per entry, as the contract says
+                results.append(exc)
+        return results

@@ -33,6 +33,16 @@ class EchoProvider(Provider):
     demo = True
     prompt_field = None
 
+    def __init__(self, load_delay_s: float = 0.0, load_error: str | None = None) -> None:
+        # A model load to rehearse with: as slow as a real one, or failing as a broken one does.
+        self.load_delay_s = load_delay_s
+        self.load_error = load_error
+
+    def load(self, device: str) -> None:
+        time.sleep(self.load_delay_s)
+        if self.load_error:
+            raise RuntimeError(f"diagnostic model load failed: {self.load_error}")
+
     def models(self) -> list[ModelInfo]:
         return [ModelInfo("echo", "Echo", "copies the input", cost_per_item_usd=0.0, seconds_per_item=0.0)]
 

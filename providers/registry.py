@@ -17,6 +17,9 @@ from providers.base import ParamError, Provider
 class ProviderSettings:
     # Diagnostic provider: on in the embedded default and tests, off in production.
     enable_echo: bool = False
+    # Diagnostic provider's model load: how long it takes, and an error it fails with (tests, drills).
+    echo_load_delay_s: float = 0.0
+    echo_load_error: str | None = None
     # Hub id or local directory; None means "build and use the tiny demo model".
     wan_model: str | None = None
     sam3_model: str | None = None
@@ -39,7 +42,7 @@ def build_registry(settings: ProviderSettings) -> dict[str, Provider]:
 
     found: list[Provider] = []
     if settings.enable_echo:
-        found.append(EchoProvider())
+        found.append(EchoProvider(settings.echo_load_delay_s, settings.echo_load_error))
     for factory in _real_provider_factories():
         found.append(factory(settings))
     return {p.name: p for p in found}

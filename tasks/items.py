@@ -1,9 +1,11 @@
-"""The item task every provider queue runs.
+"""The item task every provider queue runs, in phases.
 
-The message carries everything the worker needs (GPU hosts have no database).
-Before any GPU work: drop stale or cancelled deliveries, replay a finished attempt
-from its manifest, take the lease. Then download, run, upload outputs under the
-attempt's prefix, and write the manifest last: it is the attempt's commit marker.
+admit → fetch the input → start (take the lease, say running) → run the model → commit (upload
+outputs, write the manifest last, report succeeded). The message carries everything the worker
+needs (GPU hosts have no database). GPU workers run these phases as a pipeline (tasks/lanes.py):
+the next item's input is fetched while the model runs, and outputs upload while the next item
+runs. The Runway worker runs them in order (`ItemRun.execute`). Every outcome is reported here,
+by the phase that sees it; tasks/signals.py only catches what escaped.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import logging
 import mimetypes
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -27,7 +30,16 @@ from app.config import settings
 from app.coordination import Coordination, Lease, redis_client
 from app.storage import InvalidKey, NotFound
 from app.storage_factory import get_storage, manifest_key, output_prefix
-from providers import Cancelled, FatalError, JobSpec, ProviderError, RetryableError, RunContext
+from providers import (
+    Cancelled,
+    FatalError,
+    JobSpec,
+    Provider,
+    ProviderError,
+    RetryableError,
+    RunContext,
+    RunResult,
+)
 from tasks import runtime
 from tasks.celery_app import celery
 from tasks.reports import publish_report
@@ -61,15 +73,21 @@ class Heartbeat(threading.Thread):
         self.stopped.set()
 
 
-def classify_model_error(exc: Exception) -> ProviderError:
-    """An untyped exception from inside a provider: infrastructure may pass, a model bug will not."""
+def classify_model_error(exc: BaseException) -> BaseException:
+    """An exception from inside a provider, typed: infrastructure may pass, a model bug will not."""
+    if isinstance(exc, ProviderError | Cancelled | LeaseLost):
+        return exc
     name = type(exc).__name__
     message = f"{name}: {exc}"
     if name == "OutOfMemoryError" or isinstance(
         exc, OSError | redis.RedisError | kombu.exceptions.OperationalError
     ):
-        return RetryableError(message, code=name)
+        return RetryableError(message, code="oom" if name == "OutOfMemoryError" else name)
     return FatalError(message, code=name)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return getattr(exc, "code", None) == "oom" or type(exc).__name__ == "OutOfMemoryError"
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -95,133 +113,157 @@ def report_failure(payload: dict[str, Any], exc: BaseException, worker: str) -> 
         exc.bulkgen_reported = True  # type: ignore[attr-defined]
 
 
-def _worker_name(task: Any) -> str:
-    return f"{task.request.hostname or 'worker'}/{os.getpid()}"
-
-
 @celery.task(name="items.run", bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_item(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
-    return ItemRun(self, payload).execute()
+    from tasks import lanes
+
+    run = ItemRun(self, payload)
+    pipeline = lanes.current()
+    return run.execute() if pipeline is None else pipeline.run(run)
 
 
 class ItemRun:
+    """One delivery of one item's attempt."""
+
     def __init__(self, task: Any, payload: dict[str, Any]) -> None:
         self.task = task
         self.payload = payload
         self.item_id: str = payload["item_id"]
         self.job_id: str = payload["job_id"]
         self.attempt: int = payload["attempt"]
-        self.worker = _worker_name(task)
+        self.provider: str = payload["provider"]
+        self.model: str = payload["model"]
+        self.spec = JobSpec(
+            model=payload["model"],
+            prompt=payload.get("prompt"),
+            prompts=list(payload.get("prompts") or []),
+            params=dict(payload.get("params") or {}),
+        )
+        delivery = getattr(task.request, "delivery_info", None) or {}
+        # Only a message seen before can find its attempt already committed in storage.
+        self.redelivered = bool(delivery.get("redelivered") or payload.get("redelivery"))
+        self.worker = f"{task.request.hostname or 'worker'}/{os.getpid()}"
+        self.device = ""
         self.coord = Coordination(redis_client(settings().broker_url))
         self.store = get_storage()
         self.heartbeat: Heartbeat | None = None
+        self.lease: Lease | None = None
         self.deadline = time.time() + float(payload.get("deadline_s") or settings().item_deadline_s)
+        self.workdir: Path | None = None
+        self.input_path: Path | None = None
+        # A failure while fetching the input is reported once the item has started (it is `queued`).
+        self.fetch_error: BaseException | None = None
+        self.started = 0.0
         self._last_progress = 0.0
         self._last_message: str | None = None  # where the run was, for the log when it stops
 
-    def execute(self) -> dict[str, Any]:
-        cancelled, current = self.coord.delivery_state(self.item_id)
+    # --- phases --------------------------------------------------------------------------------
+
+    def admit(self) -> dict[str, Any] | None:
+        """Before any work: None to go on, else the outcome of a delivery that has nothing to do."""
+        cancelled, current, finished = self.coord.delivery_state(self.item_id, self.attempt)
         if cancelled:
-            return {"outcome": "cancelled", "worker": self.worker}
+            publish_report(self.payload, "cancelled", worker=self.worker)
+            return {"outcome": "cancelled"}
         if current is not None and self.attempt < current:
             log.info(
                 "dropping stale delivery of item %s attempt %d (now %d)", self.item_id, self.attempt, current
             )
             return {"outcome": "skipped", "reason": f"stale attempt {self.attempt} < {current}"}
-        finished = self._manifest()
-        if finished is not None:
-            return {"outcome": "succeeded", "replayed": True, **finished}
+        if finished:
+            return {"outcome": "skipped", "reason": "this attempt already finished"}
+        if self.redelivered:
+            manifest = self._manifest()
+            if manifest is not None:
+                self._report_succeeded(manifest, detail="replayed from manifest")
+                return {"outcome": "succeeded", "replayed": True}
+        return None
+
+    def fetch_input(self) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="item-"))
+        key = self.payload["input_key"]
+        path = self.workdir / ("input" + Path(key).suffix.lower())
+        try:
+            self._storage(f"download input {key}", lambda: self.store.download_to(key, path))
+        except NotFound as exc:
+            self.fetch_error = FatalError(f"input {key} is missing from storage", code="input_missing")
+            self.fetch_error.__cause__ = exc
+        except Exception as exc:  # noqa: BLE001 - reported as the attempt's outcome once started
+            self.fetch_error = exc
+        else:
+            self.input_path = path
+
+    def start(self, worker: str, device: str) -> dict[str, Any] | None:
+        """Take the lease and say running: None when started, else why this delivery stops here."""
+        self.worker, self.device = worker, device
+        cancelled, current, finished = self.coord.delivery_state(self.item_id, self.attempt)
+        if cancelled:
+            publish_report(self.payload, "cancelled", worker=self.worker)
+            return {"outcome": "cancelled"}
+        if (current is not None and self.attempt < current) or finished:
+            return {"outcome": "skipped", "reason": "superseded while it waited"}
         ttl, every = runtime.lease_settings()
         lease = self.coord.acquire(self.item_id, self.attempt, self.worker, ttl)
         if lease is None:
             log.info("item %s is held by another delivery; dropping this one", self.item_id)
             return {"outcome": "skipped", "reason": "lease held elsewhere"}
+        self.lease = lease
         self.heartbeat = Heartbeat(self.coord, lease, ttl, every)
         self.heartbeat.start()
+        self.started = time.monotonic()
+        publish_report(self.payload, "running", worker=self.worker, device=device)
+        return None
+
+    def context(self) -> RunContext:
+        assert self.workdir is not None
+        return RunContext(
+            item_id=self.item_id,
+            attempt=self.attempt,
+            workdir=self.workdir,
+            report_progress=self._progress,
+            check_cancelled=self.check,
+            remember=lambda k, v: self.coord.remember(self.item_id, self.attempt, k, v),
+            recall=lambda k: self.coord.recall(self.item_id, self.attempt, k),
+            deadline=self.deadline,
+            input_url=self._input_url(),
+        )
+
+    def run_model(self, provider: Provider) -> tuple[RunResult, float]:
+        """The provider's run on this item alone; (result, model milliseconds)."""
+        if self.fetch_error is not None:
+            raise self.fetch_error
+        assert self.input_path is not None
         started = time.monotonic()
         try:
-            publish_report(self.payload, "running", worker=self.worker, device=runtime.device_description())
-            return self._run(started)
-        except Cancelled:
-            log.info(
-                "item %s attempt %d stopped by cancel at %s",
-                self.item_id,
-                self.attempt,
-                self._last_message or "the start",
-            )
-            return {"outcome": "cancelled", "worker": self.worker}
-        except LeaseLost:
-            return {"outcome": "skipped", "reason": "lease lost to another delivery"}
+            result = provider.run(self.input_path, self.spec, self.context())
         except Exception as exc:
-            # Reported while the lease is still held: the reconciler then never mistakes this
-            # failure for a lost worker (which would retry a failure that is not retryable).
-            if not self.heartbeat.lost:
-                report_failure(self.payload, exc, self.worker)
-            raise
-        finally:
-            self.heartbeat.stop()
-            if not self.heartbeat.lost:
-                try:
-                    self.coord.release(lease)
-                except Exception as exc:  # noqa: BLE001 - it expires by itself
-                    log.warning("could not release lease of %s: %s", self.item_id, exc)
+            raise classify_model_error(exc) from exc
+        return result, (time.monotonic() - started) * 1000
 
-    def _manifest(self) -> dict[str, Any] | None:
-        key = manifest_key(self.job_id, self.item_id, self.attempt)
-        if not self._storage("look for a manifest", lambda: self.store.exists(key)):
-            return None
-        return json.loads(self._storage("read the manifest", lambda: self.store.get_bytes(key)))
-
-    def _run(self, started: float) -> dict[str, Any]:
-        provider = runtime.loaded_provider(self.payload["provider"])
-        spec = JobSpec(
-            model=self.payload["model"],
-            prompt=self.payload.get("prompt"),
-            prompts=list(self.payload.get("prompts") or []),
-            params=dict(self.payload.get("params") or {}),
-        )
-        with tempfile.TemporaryDirectory(prefix="item-") as tmp:
-            workdir = Path(tmp)
-            input_path = self._download(workdir)
-            ctx = RunContext(
-                item_id=self.item_id,
-                attempt=self.attempt,
-                workdir=workdir,
-                report_progress=self._progress,
-                check_cancelled=self._check,
-                remember=lambda k, v: self.coord.remember(self.item_id, self.attempt, k, v),
-                recall=lambda k: self.coord.recall(self.item_id, self.attempt, k),
-                deadline=self.deadline,
-                input_url=self._input_url(),
+    def commit(
+        self, result: RunResult, model_ms: float, extra_meta: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Upload the outputs, write the manifest last (the attempt's commit marker), report it."""
+        self.check()
+        prefix = output_prefix(self.job_id, self.item_id, self.attempt)
+        outputs = []
+        for out in result.outputs:
+            suffix = out.path.suffix or (mimetypes.guess_extension(out.content_type) or "")
+            key = f"{prefix}{out.role}{suffix}"
+            self._storage(
+                f"upload {key}", lambda k=key, o=out: self.store.put_file(k, o.path, o.content_type)
             )
-            # No cancel check here: the delivery was checked a moment ago and providers check
-            # before their first step.
-            model_started = time.monotonic()
-            try:
-                result = provider.run(input_path, spec, ctx)
-            except (ProviderError, Cancelled, LeaseLost):
-                raise
-            except Exception as exc:
-                raise classify_model_error(exc) from exc
-            model_ms = (time.monotonic() - model_started) * 1000
-            self._check()
-            prefix = output_prefix(self.job_id, self.item_id, self.attempt)
-            outputs = []
-            for out in result.outputs:
-                suffix = out.path.suffix or (mimetypes.guess_extension(out.content_type) or "")
-                key = f"{prefix}{out.role}{suffix}"
-                self._storage(
-                    f"upload {key}", lambda k=key, o=out: self.store.put_file(k, o.path, o.content_type)
-                )
-                outputs.append(
-                    {
-                        "key": key,
-                        "content_type": out.content_type,
-                        "role": out.role,
-                        "size": out.path.stat().st_size,
-                    }
-                )
-        duration_ms = (time.monotonic() - started) * 1000
+            outputs.append(
+                {
+                    "key": key,
+                    "content_type": out.content_type,
+                    "role": out.role,
+                    "size": out.path.stat().st_size,
+                }
+            )
+        # A cancel or a lost lease after the uploads leaves them uncommitted (no manifest).
+        self.check()
+        duration_ms = (time.monotonic() - self.started) * 1000
         manifest = {
             "item_id": self.item_id,
             "job_id": self.job_id,
@@ -229,6 +271,7 @@ class ItemRun:
             "outputs": outputs,
             "meta": {
                 **result.meta,
+                **(extra_meta or {}),
                 "model_ms": round(model_ms, 3),
                 "overhead_ms": round(duration_ms - model_ms, 3),
             },
@@ -239,7 +282,80 @@ class ItemRun:
         key = manifest_key(self.job_id, self.item_id, self.attempt)
         body = json.dumps(manifest).encode()
         self._storage(f"write {key}", lambda: self.store.put_bytes(key, body, "application/json"))
-        return {"outcome": "succeeded", **manifest}
+        self._report_succeeded(manifest)
+        return {"outcome": "succeeded", "duration_ms": manifest["duration_ms"]}
+
+    def fail(self, exc: BaseException) -> dict[str, Any]:
+        """Record how a started attempt ended when it raised; re-raises what Celery should see failed."""
+        if isinstance(exc, Cancelled):
+            log.info(
+                "item %s attempt %d stopped by cancel at %s",
+                self.item_id,
+                self.attempt,
+                self._last_message or "the start",
+            )
+            publish_report(self.payload, "cancelled", worker=self.worker)
+            return {"outcome": "cancelled"}
+        if isinstance(exc, LeaseLost) or (self.heartbeat is not None and self.heartbeat.lost):
+            return {"outcome": "skipped", "reason": "lease lost to another delivery"}
+        # Reported while the lease is still held: the reconciler then never mistakes this failure for
+        # a lost worker (which would retry a failure that is not retryable).
+        report_failure(self.payload, exc, self.worker)
+        raise exc
+
+    def close(self) -> None:
+        """Let go of the lease and the work directory, whatever happened."""
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+            if not self.heartbeat.lost and self.lease is not None:
+                try:
+                    self.coord.release(self.lease)
+                except Exception as exc:  # noqa: BLE001 - it expires by itself
+                    log.warning("could not release lease of %s: %s", self.item_id, exc)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def execute(self) -> dict[str, Any]:
+        """All phases in order, in this thread (the Runway worker: remote work, nothing to overlap)."""
+        from tasks.lanes import process_providers
+
+        early = self.admit()
+        if early is not None:
+            return early
+        try:
+            self.fetch_input()
+            stopped = self.start(self.worker, runtime.cpu_description())
+            if stopped is not None:
+                return stopped
+            try:
+                result, model_ms = self.run_model(process_providers().get(self.provider))
+                return self.commit(result, model_ms)
+            except Exception as exc:
+                return self.fail(exc)
+        finally:
+            self.close()
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _report_succeeded(self, manifest: dict[str, Any], detail: str | None = None) -> None:
+        publish_report(
+            self.payload,
+            "succeeded",
+            final=True,
+            outputs=manifest.get("outputs"),
+            meta=manifest.get("meta"),
+            worker=manifest.get("worker") or self.worker,
+            duration_ms=manifest.get("duration_ms"),
+            detail=detail,
+        )
+
+    def _manifest(self) -> dict[str, Any] | None:
+        key = manifest_key(self.job_id, self.item_id, self.attempt)
+        try:
+            body = self._storage("read the manifest", lambda: self.store.get_bytes(key))
+        except NotFound:
+            return None
+        return json.loads(body)
 
     def _storage(self, what: str, call: Callable[[], T]) -> T:
         """Storage trouble is usually brief: retry with backoff (checking cancel) before the attempt fails."""
@@ -258,16 +374,8 @@ class ItemRun:
                 log.warning("storage error while trying to %s (retrying in %.1f s): %s", what, delay, exc)
                 time.sleep(delay)
                 if self.heartbeat is not None:
-                    self._check()
+                    self.check()
                 delay = min(delay * 2, 8.0)
-
-    def _download(self, workdir: Path) -> Path:
-        key = self.payload["input_key"]
-        path = workdir / ("input" + Path(key).suffix.lower())
-        if not self._storage(f"find input {key}", lambda: self.store.exists(key)):
-            raise FatalError(f"input {key} is missing from storage", code="input_missing")
-        self._storage(f"download input {key}", lambda: self.store.download_to(key, path))
-        return path
 
     def _input_url(self) -> str | None:
         try:
@@ -275,7 +383,8 @@ class ItemRun:
         except Exception:  # noqa: BLE001 - only remote providers use it
             return None
 
-    def _check(self) -> None:
+    def check(self) -> None:
+        """Raise if this run must stop: lease lost, cancelled, past its deadline."""
         if self.heartbeat is not None and self.heartbeat.lost:
             raise LeaseLost()
         try:
@@ -295,6 +404,7 @@ class ItemRun:
         self._last_progress = now
         try:
             self.task.update_state(
+                task_id=self.item_id,
                 state="PROGRESS",
                 meta={
                     "progress": round(max(0.0, min(1.0, fraction)), 4),

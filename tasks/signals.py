@@ -1,4 +1,4 @@
-"""Worker signals: pin each process to its device, and turn task outcomes into state reports."""
+"""Worker signals: shape GPU workers into a pipeline, and report the outcomes that escaped a task."""
 
 from __future__ import annotations
 
@@ -13,24 +13,25 @@ from celery.signals import (
     task_failure,
     task_retry,
     task_revoked,
-    task_success,
-    worker_process_init,
+    worker_init,
     worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
 )
 
+from app.broker import RUN_ITEM
+from app.config import settings
 from tasks import runtime
 from tasks.items import report_failure
 from tasks.reports import publish_report
 
 log = logging.getLogger(__name__)
-RUN_ITEM = "items.run"
 
 
 @after_setup_logger.connect
 @after_setup_task_logger.connect
 def _json_logs(logger: logging.Logger | None = None, **_: Any) -> None:
     # Celery sets up the worker's logging itself; LOG_JSON switches its handlers' format.
-    from app.config import settings
     from app.logs import use_json
 
     if logger is not None and settings().log_json:
@@ -38,17 +39,51 @@ def _json_logs(logger: logging.Logger | None = None, **_: Any) -> None:
 
 
 @celeryd_init.connect
-def _size_pool(sender: Any = None, conf: Any = None, options: dict | None = None, **_: Any) -> None:
-    # `-Q wan_local` without `-c`: one process per GPU, each pinned to its own device.
-    options = options or {}
-    if options.get("concurrency"):
+def _record_requested_lanes(options: dict | None = None, **_: Any) -> None:
+    # `-c N` on a GPU queue means N lanes (devices dealt round robin); without it, one per GPU.
+    global _requested_lanes
+    _requested_lanes = (options or {}).get("concurrency") or None
+
+
+_requested_lanes: int | None = None
+
+
+@worker_init.connect
+def _gpu_worker_pool(sender: Any = None, **_: Any) -> None:
+    """A GPU-queue worker is one process with a pipeline: threads pool, sized for its lanes.
+
+    Prefork would run one task at a time per child (nothing to overlap with the model) and kill a
+    child whose model load outlasts its 4 s start-up timer; here models load in lane threads while
+    the worker is up, and its queues are consumed once a model is ready (tasks/lanes.py).
+    """
+    queues = set(sender.app.amqp.queues.consume_from)
+    if not runtime.is_gpu_worker(queues):
         return
-    queues = options.get("queues") or []
-    if isinstance(queues, str):
-        queues = queues.split(",")
-    size = runtime.gpu_queue_concurrency({q.strip() for q in queues if q.strip()})
-    if size is not None and conf is not None:
-        conf.worker_concurrency = size
+    from tasks import lanes
+
+    runtime.consumed_queues.update(queues)
+    runtime.node_name = sender.hostname
+    pipeline = lanes.start(queues, _requested_lanes)
+    sender.pool_cls = "threads"
+    sender.concurrency = runtime.pipeline_threads(len(pipeline.lanes))
+
+
+@worker_ready.connect
+def _describe_pipeline(**_: Any) -> None:
+    # Logged here: Celery's logging is set up only after worker_init.
+    from tasks import lanes
+
+    pipeline = lanes.current()
+    if pipeline is not None:
+        log.info(
+            "GPU worker: %d lane(s) on %s (%s), %d item threads (batch %d, prefetch %d)",
+            len(pipeline.lanes),
+            ", ".join(lane.device for lane in pipeline.lanes),
+            pipeline.state(),
+            runtime.pipeline_threads(len(pipeline.lanes)),
+            settings().worker_batch_size,
+            settings().worker_prefetch,
+        )
 
 
 @celeryd_after_setup.connect
@@ -60,55 +95,30 @@ def _record_queues(sender: Any = None, instance: Any = None, **_: Any) -> None:
         log.debug("could not read consumed queues")
 
 
-@worker_process_init.connect
-def _init_child(**_: Any) -> None:
-    # Prefork child: choose the GPU before anything touches CUDA, then load models once.
-    from billiard.process import current_process
+@worker_shutting_down.connect
+def _drain(**_: Any) -> None:
+    # Warm shutdown: the running items finish; prefetched ones go back to the queue.
+    from tasks import lanes
 
-    index = getattr(current_process(), "index", 0) or 0
-    log.info("worker process %d pinned to %s", index, runtime.pin_process(index))
-    runtime.preload()
-    runtime.announce()
+    pipeline = lanes.current()
+    if pipeline is not None:
+        pipeline.drain()
 
 
-@worker_ready.connect
-def _init_solo(sender: Any = None, **_: Any) -> None:
-    # Solo and threads pools run tasks in this process, and no worker_process_init is sent.
-    # A prefork parent must never load a model: CUDA does not survive fork.
-    pool_cls = getattr(getattr(sender, "controller", None), "pool_cls", None)
-    if pool_cls is None or "prefork" in getattr(pool_cls, "__module__", ""):
-        return
-    log.info("worker pinned to %s", runtime.pin_process(0))
-    runtime.preload()
-    runtime.announce()
+@worker_shutdown.connect
+def _finish_commits(**_: Any) -> None:
+    # Items whose model finished are committed before the process exits.
+    from tasks import lanes
+
+    pipeline = lanes.current()
+    if pipeline is not None:
+        pipeline.finish_commits()
 
 
 def _payload(args: Any) -> dict[str, Any] | None:
     if args and isinstance(args[0], dict) and "item_id" in args[0]:
         return args[0]
     return None
-
-
-@task_success.connect
-def _on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
-    if sender is None or sender.name != RUN_ITEM or not isinstance(result, dict):
-        return
-    payload = _payload(sender.request.args)
-    if payload is None:
-        return
-    outcome = result.get("outcome")
-    if outcome == "succeeded":
-        publish_report(
-            payload,
-            "succeeded",
-            outputs=result.get("outputs"),
-            meta=result.get("meta"),
-            worker=result.get("worker"),
-            duration_ms=result.get("duration_ms"),
-            detail="replayed from manifest" if result.get("replayed") else None,
-        )
-    elif outcome == "cancelled":
-        publish_report(payload, "cancelled", worker=result.get("worker"))
 
 
 @task_failure.connect

@@ -17,7 +17,13 @@ from app.images import ImageRejected, input_key, inspect_image
 from app.models import ITEM_STATUSES, Asset, Item, Job
 from app.providers import registry
 from app.services import jobs as job_service
-from app.services.queues import devices_by_worker, online_workers, queue_depths, reports_waiting
+from app.services.queues import (
+    lanes_by_worker,
+    online_workers,
+    queue_depths,
+    reports_waiting,
+    workers_by_queue,
+)
 from app.storage_factory import get_storage
 from providers import ParamError
 from web.auth import api_auth_required
@@ -336,16 +342,20 @@ def queues() -> Response:
     )
     depths = queue_depths()
     workers = online_workers()
-    devices = devices_by_worker()
+    lanes = lanes_by_worker()
+    by_queue = workers_by_queue(workers, lanes)
     out = {}
     for q in QUEUES:
-        names = sorted(w for w, qs in workers.items() if q in qs)
+        names = by_queue[q]
         out[q] = {
             "waiting": depths[q],
             "running": int(running.get(q, 0)),
-            "workers_online": len(names),
+            # Workers taking items now; `workers` also lists those still loading (or broken).
+            "workers_online": sum(1 for w in names if q in workers.get(w, [])),
             "workers": names,
-            "devices": {w: devices.get(w, []) for w in names},
+            "devices": {w: [lane["device"] for lane in lanes.get(w, [])] for w in names},
+            # Per device of each worker: state (loading / ready / broken / draining), error, current item.
+            "lanes": {w: lanes.get(w, []) for w in names},
         }
     out["control"]["reports_waiting"] = reports_waiting()
     return jsonify({"queues": out, "broker_reachable": depths[QUEUES[0]] is not None})

@@ -288,7 +288,8 @@ def spec() -> dict[str, Any]:
         },
         "/queues": {
             "get": {
-                "summary": "Per queue: waiting messages, running items, workers online (control: reports waiting)",
+                "summary": "Per queue: waiting messages, running items, workers online with the state of each "
+                "device (loading, ready, broken, draining); control: reports waiting",
                 "responses": {"200": _json({"type": "object"}), **_errors(401)},
             }
         },

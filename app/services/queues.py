@@ -67,8 +67,9 @@ def workers_on(queue: str) -> int | None:
     return sum(1 for queues in workers.values() if queue in queues)
 
 
-def devices_by_worker() -> dict[str, list[str]]:
-    """Online worker name -> the devices its processes announced."""
+def lanes_by_worker() -> dict[str, list[dict[str, object]]]:
+    """Online worker name -> what each of its devices announced: device, state (loading, ready,
+    broken, draining), error, current item."""
     from app.coordination import DEVICES_KEY
 
     online = online_workers()
@@ -76,9 +77,27 @@ def devices_by_worker() -> dict[str, list[str]]:
         entries = redis_client(settings().broker_url).hgetall(DEVICES_KEY)
     except Exception:  # noqa: BLE001 - broker down
         return {}
-    found: dict[str, list[str]] = {}
+    found: dict[str, list[dict[str, object]]] = {}
     for field, raw in entries.items():
         node = field.decode().rsplit("/", 1)[0]
         if node in online:
-            found.setdefault(node, []).append(json.loads(raw)["device"])
-    return {node: sorted(devs) for node, devs in found.items()}
+            found.setdefault(node, []).append(json.loads(raw))
+    return {
+        node: sorted(lanes, key=lambda e: (e.get("pid", 0), e.get("lane", 0)))
+        for node, lanes in found.items()
+    }
+
+
+def workers_by_queue(
+    workers: dict[str, list[str]], lanes: dict[str, list[dict[str, object]]]
+) -> dict[str, list[str]]:
+    """Queue -> workers consuming it, and those that will once their model loads (or are broken)."""
+    found: dict[str, set[str]] = {q: set() for q in QUEUES}
+    for worker, queues in workers.items():
+        for q in queues:
+            found.setdefault(q, set()).add(worker)
+    for worker, entries in lanes.items():
+        for entry in entries:
+            for q in entry.get("queues") or []:  # type: ignore[union-attr]
+                found.setdefault(str(q), set()).add(worker)
+    return {q: sorted(names) for q, names in found.items()}

@@ -6,7 +6,9 @@
   after max attempts);
 - if the broker's epoch marker vanished, Redis lost its data: queued items are
   published again (duplicates are harmless, the lease and fenced updates absorb them);
-- running items past their deadline are treated like a lost worker.
+- running items past their deadline are treated like a lost worker;
+- items a worker prefetched and then vanished with (its hold expired) are published again, on
+  the same attempt: they never started.
 """
 
 from __future__ import annotations
@@ -126,6 +128,12 @@ def reconcile() -> dict[str, int]:
     for job_id in pending_jobs:
         stats["published"] += dispatch_items(job_id)
 
+    expired = coord.take_expired_holds(time.time(), BATCH)
+    if expired:
+        stats["republished"] += republish_queued(
+            reason="the worker that prefetched them went away before starting them", attempts=dict(expired)
+        )
+
     stuck_cutoff = now - timedelta(seconds=s.visibility_timeout_s)
     stats["republished"] += republish_queued(
         reason="queued longer than the visibility timeout", older_than=stuck_cutoff
@@ -135,17 +143,29 @@ def reconcile() -> dict[str, int]:
     return stats
 
 
-def republish_queued(reason: str, older_than: datetime | None = None) -> int:
+def republish_queued(
+    reason: str,
+    older_than: datetime | None = None,
+    attempts: dict[str, int] | None = None,
+) -> int:
+    """Publish queued items again: all of them, those queued before `older_than`, or those of
+    `attempts` that are still on the attempt given there."""
     query = select(Item, Job).join(Job, Job.id == Item.job_id).where(Item.status == "queued")
     if older_than is not None:
         query = query.where(Item.queued_at < older_than)
+    if attempts is not None:
+        query = query.where(Item.id.in_(list(attempts)))
     rows = list(db.session.execute(query.order_by(Item.queued_at).limit(BATCH * 5)))
     db.session.commit()
+    if attempts is not None:
+        rows = [(item, job) for item, job in rows if attempts.get(item.id) == item.attempt]
     messages = []
     for item, job in rows:
         if recover_from_manifest(item):
             continue
-        messages.append((item_payload(item, job), item.queue, PRIORITIES.get(job.priority, 3)))
+        # Seen before: the worker looks for an already committed manifest before running it.
+        payload = {**item_payload(item, job), "redelivery": True}
+        messages.append((payload, item.queue, PRIORITIES.get(job.priority, 3)))
     published = publish_items(messages)
     if published:
         # Item rows first (in id order), then the events that reference the job: the lock order

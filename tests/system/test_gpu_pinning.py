@@ -1,4 +1,4 @@
-"""GPU queues: one process per visible GPU, each pinned to its own device, reported per item."""
+"""GPU queues: one worker process per host, one lane per visible GPU, reported per item and per worker."""
 
 from __future__ import annotations
 
@@ -6,14 +6,16 @@ from tests.conftest import SystemFactory
 from tests.support import distinct_pngs
 
 
-def test_one_process_per_visible_gpu_each_pinned(systems: SystemFactory) -> None:
+def test_one_lane_per_visible_gpu_each_on_its_device(systems: SystemFactory) -> None:
     sysm = systems.start("pinning", workers=("control",))
-    # No GPU here: CUDA_VISIBLE_DEVICES names two, so the worker sizes and pins as on a 2-GPU host.
+    # No GPU here: CUDA_VISIBLE_DEVICES names two, so the worker sizes its lanes as on a 2-GPU host.
     # The diagnostic provider never touches CUDA, so the items run on CPU all the same.
     sysm.stack.start_worker("wan_local", extra_env={"CUDA_VISIBLE_DEVICES": "3,5"})
     sysm.stack.wait_workers(["wan_local"])
     log = sysm.stack.procs["wan_local"].log()
-    assert "concurrency: 2 (prefork)" in log
+    # Two lanes, each running one item and holding one prefetched: four item threads.
+    assert "concurrency: 4 (thread)" in log
+    assert "GPU worker: 2 lane(s) on cuda:0, cuda:1" in log
 
     keys = sysm.api.upload(distinct_pngs(4, seed=60))
     job = sysm.api.wait(
@@ -23,11 +25,8 @@ def test_one_process_per_visible_gpu_each_pinned(systems: SystemFactory) -> None
     devices = {i["device"].split(":")[0] for i in job["items"]}
     assert devices == {"GPU 3", "GPU 5"}, devices
     workers = {i["worker"] for i in job["items"]}
-    assert len(workers) == 2  # two processes (pids) of the one worker
-    # Pinning happens in the children after fork; the parent never chose a device.
-    log = sysm.stack.procs["wan_local"].log()
-    assert "MainProcess] worker pinned" not in log
-    assert log.count("pinned to cuda:0") == 2
+    assert len(workers) == 2, workers  # the two lanes of the one worker process
     queues = sysm.api.get("/api/v1/queues").json()["queues"]
     (worker,) = queues["wan_local"]["workers"]
     assert sorted(d.split(":")[0] for d in queues["wan_local"]["devices"][worker]) == ["GPU 3", "GPU 5"]
+    assert [lane["state"] for lane in queues["wan_local"]["lanes"][worker]] == ["ready", "ready"]

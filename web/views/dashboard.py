@@ -14,7 +14,7 @@ from app.db import db
 from app.models import ITEM_STATUSES, Item, Job
 from app.providers import registry
 from app.services.policy import in_flight_runway_cost
-from app.services.queues import devices_by_worker, online_workers, queue_depths
+from app.services.queues import lanes_by_worker, online_workers, queue_depths, workers_by_queue
 from web.serializers import job_progress
 from web.views import bp
 
@@ -55,10 +55,12 @@ def queue_rows() -> tuple[list[QueueRow], bool]:
     reachable = depths[QUEUES[0]] is not None
     # The worker broadcast waits out its timeouts when the broker is down: skip it then.
     workers = online_workers() if reachable else {}
-    devices = devices_by_worker() if reachable else {}
+    lanes = lanes_by_worker() if reachable else {}
+    devices = {w: sorted(f"{e['device']} ({e.get('state', 'ready')})" for e in ls) for w, ls in lanes.items()}
+    by_queue = workers_by_queue(workers, lanes)
     rows = []
     for q in QUEUES:
-        names = sorted(w for w, qs in workers.items() if q in qs)
+        names = by_queue[q]
         rows.append(
             QueueRow(
                 name=q,

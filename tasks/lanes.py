@@ -1,0 +1,491 @@
+"""The GPU worker's pipeline: one lane per device, prefetch ahead of it, commits behind it.
+
+A GPU worker is one process running Celery's threads pool. Each item thread admits its message,
+fetches the input (while the device is busy with the item before), then hands the item to a lane:
+the lane's own thread owns the device and its loaded models, takes the lease when the item really
+starts, and runs one item, or a micro-batch of several waiting ones, at a time. The item thread
+then hands the outputs to the committer (uploads, manifest last, report) and returns, so its
+message is acked and the next one arrives while the device works.
+
+Models load in the lane threads when the process starts: the worker answers pings meanwhile but
+consumes its GPU queues only once a lane is ready (the `ModelGate` consumer step), and a lane whose
+model cannot load is `broken` and takes nothing. Items prefetched but not started hold no lease and
+spend no attempt: they go back to the queue when the worker drains or breaks, and the reconciler
+re-publishes them if the process dies (their hold in Redis stops being renewed).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from celery import bootsteps
+from celery.exceptions import Reject
+
+from app.config import settings
+from app.coordination import DEVICES_KEY, Coordination, redis_client
+from providers import BatchEntry, Provider, RunResult, build_registry
+from tasks import runtime
+from tasks.items import ItemRun, classify_model_error, is_out_of_memory
+
+log = logging.getLogger(__name__)
+# Exit status after repeated out-of-memory failures: non-zero, so a supervisor restarts the process.
+EXIT_AFTER_OOM = 75
+
+
+class Providers:
+    """This lane's (or process's) provider instances, each loaded once on the lane's device."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.registry = build_registry(settings().providers)
+        self.loaded: dict[str, Provider] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Provider:
+        with self._lock:
+            if name not in self.loaded:
+                provider = self.registry[name]
+                started = time.monotonic()
+                provider.load(self.device)
+                log.info("loaded provider %s on %s in %.2f s", name, self.device, time.monotonic() - started)
+                self.loaded[name] = provider
+            return self.loaded[name]
+
+
+@cache
+def process_providers() -> Providers:
+    """Providers of a worker without lanes (the Runway worker): remote work, no device to own."""
+    return Providers("cpu")
+
+
+@dataclass
+class Waiting:
+    """An item handed to a lane; `done` resolves once it ran (or will not run here)."""
+
+    run: ItemRun
+    done: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+
+
+# What a lane hands back to the item thread.
+REQUEUE = "requeue"  # not started: give the message back for another worker
+STOPPED = "stopped"  # not started (cancelled, superseded): an outcome dict follows
+RAN = "ran"  # the model ran: (result, model_ms, meta) or the exception it raised
+
+
+class Lane(threading.Thread):
+    def __init__(self, pipeline: Pipeline, index: int, device: str, gpu_id: str | None) -> None:
+        super().__init__(daemon=True, name=f"lane-{index}")
+        self.pipeline = pipeline
+        self.index = index
+        self.device = device
+        self.gpu_id = gpu_id
+        self.providers = Providers(device)
+        self.inbox: queue.Queue[Waiting | None] = queue.Queue()
+        self.state = "loading"
+        self.error: str | None = None
+        self.current: tuple[str, float] | None = None
+        self.consecutive_oom = 0
+        self._description: str | None = None
+
+    @property
+    def worker(self) -> str:
+        base = f"{runtime.node_name}/{os.getpid()}"
+        return base if len(self.pipeline.lanes) == 1 else f"{base}#{self.index}"
+
+    def description(self) -> str:
+        """E.g. "GPU 3: NVIDIA H200, 143771 MiB" — shown per item and per worker."""
+        if self._description is not None:
+            return self._description
+        if not self.device.startswith("cuda"):
+            return runtime.cpu_description()
+        try:
+            import torch
+
+            props = torch.cuda.get_device_properties(int(self.device.split(":")[1]))
+            self._description = f"GPU {self.gpu_id}: {props.name}, {props.total_memory // 2**20} MiB"
+        except Exception as exc:  # noqa: BLE001 - description only; the provider reports real CUDA errors
+            return f"GPU {self.gpu_id}: unavailable ({type(exc).__name__})"
+        return self._description
+
+    def queued(self) -> int:
+        return self.inbox.qsize()
+
+    # --- the lane's thread ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        if settings().preload_models:
+            self._preload()
+        else:
+            self._set_state("ready")
+        while True:
+            first = self.inbox.get()
+            if first is None:
+                return
+            batch = [first, *self._more_like(first)]
+            if self.state == "broken" or self.pipeline.draining:
+                for waiting in batch:
+                    waiting.done.set_result((REQUEUE, None))
+                continue
+            self._run_batch(batch)
+
+    def _preload(self) -> None:
+        names = [
+            name
+            for name, provider in self.providers.registry.items()
+            if provider.queue in runtime.consumed_queues or name == "echo"
+        ]
+        try:
+            for name in names:
+                self.providers.get(name)
+        except Exception as exc:  # noqa: BLE001 - the worker stays up, says broken, takes nothing
+            log.exception("lane %d could not load its models; it takes no items", self.index)
+            self._set_state("broken", f"{type(exc).__name__}: {exc}")
+            return
+        self._set_state("ready")
+
+    def _set_state(self, state: str, error: str | None = None) -> None:
+        self.state, self.error = state, error
+        log.info("lane %d on %s is %s%s", self.index, self.device, state, f": {error}" if error else "")
+        self.pipeline.lane_changed()
+
+    def _more_like(self, first: Waiting) -> list[Waiting]:
+        """Items already waiting that can share `first`'s forward pass (same provider and model)."""
+        limit = min(settings().worker_batch_size, self.providers.registry[first.run.provider].max_batch)
+        more: list[Waiting] = []
+        put_back: list[Waiting] = []
+        while len(more) + 1 < limit:
+            try:
+                waiting = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if waiting is None:
+                self.inbox.put(None)
+                break
+            if (waiting.run.provider, waiting.run.model) == (first.run.provider, first.run.model):
+                more.append(waiting)
+            else:
+                put_back.append(waiting)
+        for waiting in put_back:
+            self.inbox.put(waiting)
+        return more
+
+    def _run_batch(self, batch: list[Waiting]) -> None:
+        try:
+            provider = self.providers.get(batch[0].run.provider)
+        except Exception as exc:  # noqa: BLE001 - a model that cannot load breaks the lane, not the items
+            log.exception("lane %d could not load provider %s", self.index, batch[0].run.provider)
+            self._set_state("broken", f"{type(exc).__name__}: {exc}")
+            for waiting in batch:
+                waiting.done.set_result((REQUEUE, None))
+            return
+        started: list[Waiting] = []
+        for waiting in batch:
+            try:
+                stopped = waiting.run.start(self.worker, self.description())
+            except Exception as exc:  # noqa: BLE001 - Redis away: the item thread reports it
+                waiting.done.set_result((RAN, exc))
+                continue
+            self.pipeline.unhold(waiting.run)
+            if stopped is not None:
+                waiting.done.set_result((STOPPED, stopped))
+            elif waiting.run.fetch_error is not None:
+                waiting.done.set_result((RAN, waiting.run.fetch_error))
+            else:
+                started.append(waiting)
+        if not started:
+            return
+        self.current = (started[0].run.item_id, time.time())
+        began = time.monotonic()
+        if len(started) == 1:
+            run = started[0].run
+            try:
+                results: list[Any] = [provider.run(run.input_path, run.spec, run.context())]  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - typed below, reported by the item thread
+                results = [exc]
+        else:
+            entries = [BatchEntry(w.run.input_path, w.run.spec, w.run.context()) for w in started]  # type: ignore[arg-type]
+            try:
+                results = provider.run_batch(entries)
+            except Exception as exc:  # noqa: BLE001 - the whole batch failed alike
+                results = [exc] * len(started)
+        # The device was busy for the batch; each item is charged its share.
+        model_ms = (time.monotonic() - began) * 1000 / len(started)
+        self.current = None
+        out_of_memory = False
+        for waiting, result in zip(started, results, strict=True):
+            if isinstance(result, RunResult):
+                meta = {"batch_size": len(started)} if len(started) > 1 else {}
+                waiting.done.set_result((RAN, (result, model_ms, meta)))
+            else:
+                error = classify_model_error(result)
+                out_of_memory = out_of_memory or is_out_of_memory(error)
+                waiting.done.set_result((RAN, error))
+        self._after_memory_trouble(out_of_memory)
+
+    def _after_memory_trouble(self, out_of_memory: bool) -> None:
+        """Free cached GPU memory after an OOM; after too many in a row, start a fresh process."""
+        if not out_of_memory:
+            self.consecutive_oom = 0
+            return
+        self.consecutive_oom += 1
+        if "torch" in sys.modules:
+            torch = sys.modules["torch"]
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        limit = settings().worker_max_consecutive_oom
+        log.warning("lane %d: out of memory (%d in a row, limit %d)", self.index, self.consecutive_oom, limit)
+        if self.consecutive_oom >= limit:
+            self.pipeline.exit_for_fresh_process(f"{self.consecutive_oom} out-of-memory failures in a row")
+
+
+class Pipeline:
+    """The lanes of this process, the items it holds, and the committer behind them."""
+
+    def __init__(self, devices: list[tuple[str, str | None]], queues: set[str]) -> None:
+        self.queues = queues
+        self.lanes = [Lane(self, i, device, gpu) for i, (device, gpu) in enumerate(devices)]
+        threads = runtime.pipeline_threads(len(self.lanes))
+        self.committer = concurrent.futures.ThreadPoolExecutor(
+            max_workers=threads * 2, thread_name_prefix="commit"
+        )
+        # Backpressure: an item thread waits (holding its message) while this many commits are running.
+        self.commit_slots = threading.BoundedSemaphore(threads * 2)
+        self.coord = Coordination(redis_client(settings().broker_url))
+        self.held: dict[str, ItemRun] = {}
+        self.draining = False
+        self.consumer: Any = None
+        self.gated: set[str] = set()
+        self._lock = threading.Lock()
+        self._beat = threading.Thread(target=self._heartbeat, daemon=True, name="pipeline-heartbeat")
+
+    def start(self) -> None:
+        self._forget_earlier_processes()
+        for lane in self.lanes:
+            lane.start()
+        self._beat.start()
+
+    def _forget_earlier_processes(self) -> None:
+        # A restarted worker keeps its name: what its dead process announced must not linger.
+        try:
+            r = redis_client(settings().broker_url)
+            mine = f"{runtime.node_name}/{os.getpid()}#"
+            stale = [
+                f
+                for f, _ in r.hscan_iter(DEVICES_KEY, match=f"{runtime.node_name}/*")
+                if not f.decode().startswith(mine)
+            ]
+            if stale:
+                r.hdel(DEVICES_KEY, *stale)
+        except Exception as exc:  # noqa: BLE001 - informational
+            log.warning("could not clear earlier announcements: %s", exc)
+
+    # --- item threads --------------------------------------------------------------------------
+
+    def run(self, run: ItemRun) -> dict[str, Any]:
+        early = run.admit()
+        if early is not None:
+            return early
+        lane = self._pick()
+        if lane is None:
+            raise Reject("no lane of this worker can take items", requeue=True)
+        self.hold(run)
+        try:
+            run.fetch_input()
+            waiting = Waiting(run)
+            lane.inbox.put(waiting)
+            kind, value = waiting.done.result()
+        except BaseException:
+            self.unhold(run)
+            run.close()
+            raise
+        if kind == REQUEUE:
+            self.unhold(run)
+            run.close()
+            raise Reject("this worker cannot run the item now", requeue=True)
+        if kind == STOPPED:
+            run.close()
+            return value
+        if isinstance(value, BaseException):
+            try:
+                return run.fail(value)
+            finally:
+                run.close()
+        self.commit_slots.acquire()
+        self.committer.submit(self._commit, run, *value)
+        return {"outcome": "ran", "committing": True}
+
+    def _commit(self, run: ItemRun, result: RunResult, model_ms: float, meta: dict[str, Any]) -> None:
+        try:
+            run.commit(result, model_ms, meta)
+        except Exception as exc:  # noqa: BLE001 - reported as the attempt's outcome
+            try:
+                run.fail(exc)
+            except Exception:  # noqa: BLE001 - fail() re-raises for Celery; here it is reported
+                log.warning("item %s attempt %d failed while committing: %s", run.item_id, run.attempt, exc)
+        finally:
+            run.close()
+            self.commit_slots.release()
+
+    def _pick(self) -> Lane | None:
+        ready = [lane for lane in self.lanes if lane.state == "ready"]
+        if self.draining or not ready:
+            return None
+        return min(ready, key=Lane.queued)
+
+    # --- holds: prefetched items whose worker might vanish -------------------------------------
+
+    def hold(self, run: ItemRun) -> None:
+        with self._lock:
+            self.held[run.item_id] = run
+        try:
+            self.coord.hold([(run.item_id, run.attempt)], self._hold_ttl())
+        except Exception as exc:  # noqa: BLE001 - Redis away: its message is then lost with it anyway
+            log.warning("could not record the hold of %s: %s", run.item_id, exc)
+
+    def unhold(self, run: ItemRun) -> None:
+        with self._lock:
+            if self.held.pop(run.item_id, None) is None:
+                return
+        try:
+            self.coord.unhold(run.item_id, run.attempt)
+        except Exception as exc:  # noqa: BLE001 - an expired hold of a started item is ignored
+            log.warning("could not drop the hold of %s: %s", run.item_id, exc)
+
+    @staticmethod
+    def _hold_ttl() -> float:
+        return float(settings().lease_ttl_s)
+
+    # --- state, heartbeat, queues gate ---------------------------------------------------------
+
+    def state(self) -> str:
+        states = {lane.state for lane in self.lanes}
+        if self.draining:
+            return "draining"
+        if "ready" in states:
+            return "ready"
+        return "loading" if "loading" in states else "broken"
+
+    def lane_changed(self) -> None:
+        self.announce()
+        self._open_or_close_gate()
+
+    def announce(self) -> None:
+        """Each lane's device and state under the worker's name, for the queues view."""
+        try:
+            pipe = redis_client(settings().broker_url).pipeline(transaction=False)
+            for lane in self.lanes:
+                entry = {
+                    "device": lane.description(),
+                    "queues": sorted(self.queues),
+                    "pid": os.getpid(),
+                    "lane": lane.index,
+                    "state": "draining" if self.draining and lane.state == "ready" else lane.state,
+                    "error": lane.error,
+                    "current_item": lane.current[0] if lane.current else None,
+                    "at": time.time(),
+                }
+                pipe.hset(DEVICES_KEY, f"{runtime.node_name}/{os.getpid()}#{lane.index}", json.dumps(entry))
+            pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - informational
+            log.warning("could not announce lane states: %s", exc)
+
+    def _heartbeat(self) -> None:
+        every = max(0.5, settings().heartbeat_s)
+        while True:
+            time.sleep(every)
+            with self._lock:
+                held = [(run.item_id, run.attempt) for run in self.held.values()]
+            try:
+                self.coord.hold(held, self._hold_ttl())
+            except Exception as exc:  # noqa: BLE001 - Redis away: try again next beat
+                log.warning("could not renew holds: %s", exc)
+            self.announce()
+            self._open_or_close_gate()
+
+    def gate(self, consumer: Any) -> None:
+        """Called as the consumer starts (and restarts): stop consuming until a lane is ready."""
+        self.consumer = consumer
+        if self.state() != "ready":
+            for name in sorted(self.queues):
+                consumer.cancel_task_queue(name)
+                self.gated.add(name)
+            log.info("holding queues %s until a model is loaded", sorted(self.gated))
+
+    def _open_or_close_gate(self) -> None:
+        # Remote control through the broker: the consumer's own event loop makes the change.
+        if self.consumer is None:
+            return
+        from tasks.celery_app import celery
+
+        state = self.state()
+        try:
+            if state == "ready" and self.gated:
+                for name in sorted(self.gated):
+                    celery.control.add_consumer(name, destination=[runtime.node_name], reply=False)
+                log.info("a model is loaded: consuming %s", sorted(self.gated))
+                self.gated.clear()
+            elif state == "broken" and not self.gated:
+                self.gated = set(self.queues)
+                for name in sorted(self.gated):
+                    celery.control.cancel_consumer(name, destination=[runtime.node_name], reply=False)
+                log.error("every lane is broken: this worker no longer consumes %s", sorted(self.gated))
+        except Exception as exc:  # noqa: BLE001 - broker away: the heartbeat tries again
+            log.warning("could not change what this worker consumes: %s", exc)
+
+    # --- shutdown ------------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Warm shutdown: running items finish, prefetched ones go back to the queue."""
+        self.draining = True
+        self.announce()
+
+    def finish_commits(self) -> None:
+        self.committer.shutdown(wait=True)
+
+    def exit_for_fresh_process(self, reason: str) -> None:
+        """Give the prefetched items back, let commits finish, and exit non-zero: the supervisor
+        starts a process with a fresh CUDA context."""
+        log.error("exiting for a fresh process: %s", reason)
+        self.draining = True
+
+        def leave() -> None:
+            time.sleep(1.0)  # the item threads hand their messages back meanwhile
+            self.committer.shutdown(wait=True)
+            logging.shutdown()
+            os._exit(EXIT_AFTER_OOM)
+
+        threading.Thread(target=leave, name="exit", daemon=True).start()
+
+
+_pipeline: Pipeline | None = None
+
+
+def current() -> Pipeline | None:
+    return _pipeline
+
+
+def start(queues: set[str], lanes: int | None) -> Pipeline:
+    global _pipeline
+    _pipeline = Pipeline(runtime.lane_devices(lanes), queues)
+    _pipeline.start()
+    return _pipeline
+
+
+class ModelGate(bootsteps.StartStopStep):
+    """Consumer step: a GPU worker consumes its queues only once a lane has its model loaded."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, c: Any) -> None:
+        if _pipeline is not None:
+            _pipeline.gate(c)
