@@ -70,7 +70,7 @@ def test_slow_loading_worker_comes_back_after_each_kill(sysm: System) -> None:
         )
         proc.signal(signal.SIGKILL)  # the whole host process, as an OOM kill or a crash would
         # The supervisor starts a replacement, which loads for as long as the first one did.
-        wait_until("a replacement process", lambda: sysm.stack.procs[name].pid != proc.pid, 30, logs)
+        wait_until("a replacement process", lambda p=proc: sysm.stack.procs[name].pid != p.pid, 30, logs)
         wait_until(
             "the replacement loading",
             lambda: [x["state"] for x in lanes_of(sysm, "sam3", name)] in (["loading"], ["ready"]),
