@@ -56,8 +56,9 @@ class EchoProvider(Provider):
                 "enum",
                 "none",
                 "inject a failure: 'retryable' (every attempt), 'fatal', 'first_attempt' (retryable, then "
-                "succeed), 'crash' (an untyped exception, as a model bug would raise)",
-                choices=["none", "retryable", "fatal", "first_attempt", "crash"],
+                "succeed), 'crash' (an untyped exception, as a model bug would raise), 'oom' / "
+                "'oom_first_attempt' (torch's out-of-memory error, as CUDA raises it)",
+                choices=["none", "retryable", "fatal", "first_attempt", "crash", "oom", "oom_first_attempt"],
             ),
             ParamSpec(
                 "queue",
@@ -88,6 +89,10 @@ class EchoProvider(Provider):
             raise RetryableError("injected retryable failure", code="injected")
         if fail == "crash":
             raise RuntimeError("injected crash inside the model")
+        if fail == "oom" or (fail == "oom_first_attempt" and ctx.attempt == 1):
+            import torch
+
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected)")
         _check_image(input_path)
         out = ctx.workdir / ("echo" + input_path.suffix)
         shutil.copyfile(input_path, out)

@@ -292,13 +292,21 @@ class Pipeline:
     # --- item threads --------------------------------------------------------------------------
 
     def run(self, run: ItemRun) -> dict[str, Any]:
-        early = run.admit()
+        # Held from the first moment: if this process dies, the reconciler gives the item back.
+        self.hold(run)
+        try:
+            early = run.admit()
+        except BaseException:
+            self.unhold(run)
+            raise
         if early is not None:
+            self.unhold(run)
             return early
         lane = self._pick()
         if lane is None:
+            self.unhold(run)
+            self.close_gate()
             raise Reject("no lane of this worker can take items", requeue=True)
-        self.hold(run)
         try:
             run.fetch_input()
             waiting = Waiting(run)
@@ -434,13 +442,26 @@ class Pipeline:
                     celery.control.add_consumer(name, destination=[runtime.node_name], reply=False)
                 log.info("a model is loaded: consuming %s", sorted(self.gated))
                 self.gated.clear()
-            elif state == "broken" and not self.gated:
-                self.gated = set(self.queues)
-                for name in sorted(self.gated):
-                    celery.control.cancel_consumer(name, destination=[runtime.node_name], reply=False)
-                log.error("every lane is broken: this worker no longer consumes %s", sorted(self.gated))
+            elif state in ("broken", "draining"):
+                self.close_gate()
         except Exception as exc:  # noqa: BLE001 - broker away: the heartbeat tries again
             log.warning("could not change what this worker consumes: %s", exc)
+
+    def close_gate(self) -> None:
+        """Stop consuming: this worker cannot take items (every lane broken, or leaving)."""
+        from tasks.celery_app import celery
+
+        with self._lock:
+            if self.gated or self.consumer is None:
+                return
+            self.gated = set(self.queues)
+        try:
+            for name in sorted(self.gated):
+                celery.control.cancel_consumer(name, destination=[runtime.node_name], reply=False)
+        except Exception as exc:  # noqa: BLE001 - broker away: nothing is consumed meanwhile either
+            log.warning("could not stop consuming: %s", exc)
+            return
+        log.warning("this worker no longer consumes %s (%s)", sorted(self.gated), self.state())
 
     # --- shutdown ------------------------------------------------------------------------------
 
@@ -457,6 +478,7 @@ class Pipeline:
         starts a process with a fresh CUDA context."""
         log.error("exiting for a fresh process: %s", reason)
         self.draining = True
+        self.close_gate()
 
         def leave() -> None:
             time.sleep(1.0)  # the item threads hand their messages back meanwhile
