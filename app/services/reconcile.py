@@ -28,6 +28,7 @@ from app.models import PRIORITIES, Item, Job
 from app.services.items import add_event, lock_items
 from app.services.jobs import dispatch_items
 from app.services.reports import apply_report, apply_reports
+from app.storage import NotFound
 from app.storage_factory import get_storage, manifest_key
 
 log = logging.getLogger(__name__)
@@ -36,11 +37,10 @@ BATCH = 2000
 
 def read_manifest(item: Item) -> dict[str, Any] | None:
     key = manifest_key(item.job_id, item.id, item.attempt)
-    store = get_storage()
     try:
-        if not store.exists(key):
-            return None
-        return json.loads(store.get_bytes(key))
+        return json.loads(get_storage().get_bytes(key))
+    except NotFound:
+        return None
     except Exception as exc:  # noqa: BLE001 - unreadable manifest: treat as absent, retry later
         log.warning("manifest %s unreadable: %s", key, exc)
         return None
