@@ -1,14 +1,8 @@
 """Draining a GPU host: SIGTERM is Celery's warm shutdown.
 
-The running item finishes on its first attempt, the worker takes nothing new and exits 0, the rest
-stays queued (attempt 1, no worker) for whoever comes next, and a new worker completes it.
-
-Who receives the SIGTERM matters with the prefork pool. `docker stop`, Kubernetes and `kill <pid>`
-signal the main process only: that is the documented way and the first test. systemd's default
-KillMode=control-group and `kill -- -<pgid>` signal every process of the group, pool children
-included; Celery resets SIGTERM to its default action in pool children, so the running item dies
-with its child (it comes back as attempt 2 after the lease expires: nothing is lost, work is redone).
-The second test records that case.
+The running item finishes on its first attempt, the worker takes nothing new and exits 0, the item
+it had prefetched goes back to the queue, the rest stays queued (attempt 1, no worker) for whoever
+comes next, and a new worker completes it.
 """
 
 from __future__ import annotations
