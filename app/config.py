@@ -119,11 +119,14 @@ class Settings:
     # /metrics: open with METRICS_PUBLIC=1, else a bearer API token or METRICS_BASIC_AUTH (user:password).
     metrics_basic_auth: str | None = None
     metrics_public: bool = False
-    # GPU workers: items per forward pass (providers that batch), items prefetched per device beyond
-    # the running batch, whether models load before the queue is consumed, and how many
-    # out-of-memory failures in a row make the process exit for a fresh CUDA context.
+    # GPU workers: items per forward pass (providers that batch); items prefetched per device beyond
+    # the running batch, at least `worker_prefetch` and grown up to `worker_max_prefetch` while
+    # fetching an input takes longer than the model; whether models load before the queue is
+    # consumed; how many out-of-memory failures in a row make the process exit for a fresh CUDA
+    # context.
     worker_batch_size: int = 1
     worker_prefetch: int = 1
+    worker_max_prefetch: int = 4
     preload_models: bool = True
     worker_max_consecutive_oom: int = 3
     extra: dict[str, str] = field(default_factory=dict)
@@ -229,6 +232,7 @@ def load_settings() -> Settings:
         metrics_public=env_bool("METRICS_PUBLIC", False),
         worker_batch_size=max(1, env_int("WORKER_BATCH_SIZE", 1)),
         worker_prefetch=max(1, env_int("WORKER_PREFETCH", 1)),
+        worker_max_prefetch=max(1, env_int("WORKER_MAX_PREFETCH", 4)),
         preload_models=env_bool("PRELOAD_MODELS", True),
         worker_max_consecutive_oom=max(1, env_int("WORKER_MAX_CONSECUTIVE_OOM", 3)),
     )

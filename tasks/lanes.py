@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
+import math
 import os
 import queue
 import sys
@@ -95,6 +96,10 @@ class Lane(threading.Thread):
         self.error: str | None = None
         self.current: tuple[str, float] | None = None
         self.consecutive_oom = 0
+        # Items kept fetched ahead, tuned from how long fetching an input takes against the model.
+        self.prefetch = runtime.prefetch_bounds()[0]
+        self.fetch_ms: float | None = None
+        self.batch_ms: float | None = None
         self._description: str | None = None
 
     @property
@@ -219,7 +224,9 @@ class Lane(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - the whole batch failed alike
                 results = [exc] * len(started)
         # The device was busy for the batch; each item is charged its share.
-        model_ms = (time.monotonic() - began) * 1000 / len(started)
+        batch_ms = (time.monotonic() - began) * 1000
+        model_ms = batch_ms / len(started)
+        self._tune_prefetch(batch_ms)
         self.current = None
         out_of_memory = False
         for waiting, result in zip(started, results, strict=True):
@@ -231,6 +238,31 @@ class Lane(threading.Thread):
                 out_of_memory = out_of_memory or is_out_of_memory(error)
                 waiting.done.set_result((RAN, error))
         self._after_memory_trouble(out_of_memory)
+
+    def fetched(self, ms: float) -> None:
+        """An item thread's time from receiving its message to holding the input."""
+        self.fetch_ms = ms if self.fetch_ms is None else 0.8 * self.fetch_ms + 0.2 * ms
+
+    def _tune_prefetch(self, batch_ms: float) -> None:
+        """Fetch far enough ahead that the next inputs are there when the model is free: each
+        fetch has (prefetched batches) × (batch time) to finish. Slow models stay at the floor."""
+        self.batch_ms = batch_ms if self.batch_ms is None else 0.8 * self.batch_ms + 0.2 * batch_ms
+        if self.fetch_ms is None:
+            return
+        low, high = runtime.prefetch_bounds()
+        batch = settings().worker_batch_size
+        batches_ahead = math.ceil(self.fetch_ms / max(self.batch_ms, 1.0))
+        want = min(high, max(low, batch * batches_ahead))
+        if want != self.prefetch:
+            log.info(
+                "lane %d prefetches %d items (fetch %.0f ms, batch %.0f ms)",
+                self.index,
+                want,
+                self.fetch_ms,
+                self.batch_ms,
+            )
+            self.pipeline.change_prefetch(want - self.prefetch)
+            self.prefetch = want
 
     def _after_memory_trouble(self, out_of_memory: bool) -> None:
         """Free cached GPU memory after an OOM; after too many in a row, start a fresh process."""
@@ -292,6 +324,7 @@ class Pipeline:
     # --- item threads --------------------------------------------------------------------------
 
     def run(self, run: ItemRun) -> dict[str, Any]:
+        arrived = time.monotonic()
         # Held from the first moment: if this process dies, the reconciler gives the item back.
         self.hold(run)
         try:
@@ -309,6 +342,7 @@ class Pipeline:
             raise Reject("no lane of this worker can take items", requeue=True)
         try:
             run.fetch_input()
+            lane.fetched((time.monotonic() - arrived) * 1000)
             waiting = Waiting(run)
             lane.inbox.put(waiting)
             kind, value = waiting.done.result()
@@ -420,6 +454,22 @@ class Pipeline:
             self.announce()
             self._open_or_close_gate()
 
+    def prefetch_count(self) -> int:
+        """Messages this worker may hold: per lane, its running batch and what it prefetches."""
+        batch = settings().worker_batch_size
+        return sum(batch + lane.prefetch for lane in self.lanes)
+
+    def change_prefetch(self, delta: int) -> None:
+        # The consumer's event loop applies the new count (Celery's QoS is made for this).
+        consumer = self.consumer
+        if consumer is None or consumer.qos is None:
+            return
+        if delta > 0:
+            consumer.qos.increment_eventually(delta)
+        else:
+            consumer.qos.decrement_eventually(-delta)
+        consumer.initial_prefetch_count = max(1, consumer.initial_prefetch_count + delta)
+
     def gate(self, consumer: Any) -> None:
         """Called as the consumer starts (and restarts): stop consuming until a lane is ready."""
         self.consumer = consumer
@@ -504,9 +554,15 @@ def start(queues: set[str], lanes: int | None) -> Pipeline:
 
 
 class ModelGate(bootsteps.StartStopStep):
-    """Consumer step: a GPU worker consumes its queues only once a lane has its model loaded."""
+    """Consumer step: a GPU worker consumes its queues only once a lane has its model loaded, and
+    holds only as many messages as its lanes run and prefetch (fewer than its item threads)."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        super().__init__(c, **kwargs)
+        if _pipeline is not None:
+            c.initial_prefetch_count = _pipeline.prefetch_count()
 
     def start(self, c: Any) -> None:
         if _pipeline is not None:

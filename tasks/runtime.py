@@ -56,10 +56,16 @@ def is_gpu_worker(queues: set[str]) -> bool:
     return bool(queues) and queues <= GPU_QUEUES
 
 
-def pipeline_threads(lanes: int) -> int:
-    """Item threads a GPU worker needs: per lane, one batch running and the next one prefetched."""
+def prefetch_bounds() -> tuple[int, int]:
+    """Items a lane keeps fetched ahead of its running batch: at least the next batch."""
     s = settings()
-    return lanes * (s.worker_batch_size + max(s.worker_prefetch, s.worker_batch_size))
+    low = max(s.worker_prefetch, s.worker_batch_size)
+    return low, max(low, s.worker_max_prefetch)
+
+
+def pipeline_threads(lanes: int) -> int:
+    """Item threads a GPU worker needs: per lane, one batch running and the most it prefetches."""
+    return lanes * (settings().worker_batch_size + prefetch_bounds()[1])
 
 
 def lease_settings() -> tuple[float, float]:

@@ -66,6 +66,9 @@ def _gpu_worker_pool(sender: Any = None, **_: Any) -> None:
     pipeline = lanes.start(queues, _requested_lanes)
     sender.pool_cls = "threads"
     sender.concurrency = runtime.pipeline_threads(len(pipeline.lanes))
+    # The pipeline sets the prefetch count itself (tasks/lanes.py); Celery's own reduction after a
+    # reconnect would fight it.
+    sender.app.conf.worker_enable_prefetch_count_reduction = False
 
 
 @worker_ready.connect
@@ -76,13 +79,13 @@ def _describe_pipeline(**_: Any) -> None:
     pipeline = lanes.current()
     if pipeline is not None:
         log.info(
-            "GPU worker: %d lane(s) on %s (%s), %d item threads (batch %d, prefetch %d)",
+            "GPU worker: %d lane(s) on %s (%s), %d item threads (batch %d, prefetch %d-%d)",
             len(pipeline.lanes),
             ", ".join(lane.device for lane in pipeline.lanes),
             pipeline.state(),
             runtime.pipeline_threads(len(pipeline.lanes)),
             settings().worker_batch_size,
-            settings().worker_prefetch,
+            *runtime.prefetch_bounds(),
         )
 
 

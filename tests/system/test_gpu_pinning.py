@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from celery import Celery
+
 from tests.conftest import SystemFactory
 from tests.support import distinct_pngs
 
@@ -13,9 +15,16 @@ def test_one_lane_per_visible_gpu_each_on_its_device(systems: SystemFactory) -> 
     sysm.stack.start_worker("wan_local", extra_env={"CUDA_VISIBLE_DEVICES": "3,5"})
     sysm.stack.wait_workers(["wan_local"])
     log = sysm.stack.procs["wan_local"].log()
-    # Two lanes, each running one item and holding one prefetched: four item threads.
-    assert "concurrency: 4 (thread)" in log
+    # Two lanes, each running one item and prefetching up to four: ten item threads.
+    assert "concurrency: 10 (thread)" in log
     assert "GPU worker: 2 lane(s) on cuda:0, cuda:1" in log
+    # It holds fewer messages than it has threads: per lane the running item and one prefetched.
+    remote = Celery()
+    remote.config_from_object("celeryconfig")
+    remote.conf.broker_url = sysm.stack.redis_url
+    replies = remote.control.inspect(timeout=5).stats()
+    (stats,) = [v for k, v in replies.items() if k.startswith("wan_local@")]
+    assert stats["prefetch_count"] == 4, stats
 
     keys = sysm.api.upload(distinct_pngs(4, seed=60))
     job = sysm.api.wait(
