@@ -23,12 +23,27 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 MARKER = "DEMO_MODEL.json"
 # Bump when a builder's config changes so old builds are not reused.
-WAN_DEMO_VERSION = 1
+WAN_DEMO_VERSION = 2
 SAM3_DEMO_VERSION = 1
 WAN_LAYOUTS = ("wan2.1", "wan2.2", "ti2v")
+# Plain data so a web host can derive the demo's limits (providers.wan.WanLimits) without building it.
+WAN_DEMO_TRANSFORMER: dict[str, Any] = {
+    "patch_size": (1, 2, 2),
+    "num_attention_heads": 2,
+    "attention_head_dim": 12,
+    "text_dim": 32,
+    "freq_dim": 256,
+    "ffn_dim": 32,
+    "num_layers": 1,
+    "cross_attn_norm": True,
+    "qk_norm": "rms_norm_across_heads",
+    # One rotary row per latent frame/row/column, as in real Wan: 32 failed at 480p and 161 frames.
+    "rope_max_seq_len": 1024,
+}
 SEED = 0
 # Builds in one process run one at a time (first imports of transformers are not
 # thread-safe, and the seeded RNG is process-global); processes race on the rename.
@@ -46,6 +61,36 @@ def ensure_demo_wan(root: str | os.PathLike[str], layout: str = "wan2.1") -> str
         raise ValueError(f"unknown WAN demo layout {layout!r}; choose one of {WAN_LAYOUTS}")
     name = f"wan-demo-{layout}-v{WAN_DEMO_VERSION}"
     return _ensure(Path(root), name, lambda d: _build_wan(d, layout), {"layout": layout})
+
+
+def wan_demo_vae_config(layout: str) -> dict[str, Any]:
+    """The demo VAE's constructor arguments for `layout` (plain data, like WAN_DEMO_TRANSFORMER)."""
+    if layout == "ti2v":
+        return {
+            "base_dim": 4,
+            "decoder_base_dim": 4,
+            "z_dim": 48,
+            "dim_mult": [1, 1, 1, 1],
+            "num_res_blocks": 1,
+            "temperal_downsample": [False, True, True],
+            "is_residual": True,
+            "in_channels": 12,
+            "out_channels": 12,
+            "patch_size": 2,
+            "scale_factor_temporal": 4,
+            "scale_factor_spatial": 16,
+            "latents_mean": [0.0] * 48,
+            "latents_std": [1.0] * 48,
+        }
+    return {
+        "base_dim": 3,
+        "z_dim": 16,
+        "dim_mult": [1, 1, 1, 1],
+        "num_res_blocks": 1,
+        "temperal_downsample": [False, True, True],
+        "scale_factor_temporal": 4,
+        "scale_factor_spatial": 8,
+    }
 
 
 def ensure_demo_sam3(root: str | os.PathLike[str]) -> str:
@@ -137,37 +182,14 @@ def _build_wan(out: Path, layout: str) -> None:
 
         def transformer(in_channels: int, out_channels: int, image_dim: int | None = None):
             return WanTransformer3DModel(
-                patch_size=(1, 2, 2),
-                num_attention_heads=2,
-                attention_head_dim=12,
+                **WAN_DEMO_TRANSFORMER,
                 in_channels=in_channels,
                 out_channels=out_channels,
-                text_dim=32,
-                freq_dim=256,
-                ffn_dim=32,
-                num_layers=1,
-                cross_attn_norm=True,
-                qk_norm="rms_norm_across_heads",
-                rope_max_seq_len=32,
                 image_dim=image_dim,
             )
 
         if layout == "ti2v":
-            vae = AutoencoderKLWan(
-                base_dim=4,
-                decoder_base_dim=4,
-                z_dim=48,
-                dim_mult=[1, 1, 1, 1],
-                num_res_blocks=1,
-                temperal_downsample=[False, True, True],
-                is_residual=True,
-                in_channels=12,
-                out_channels=12,
-                patch_size=2,
-                scale_factor_spatial=16,
-                latents_mean=[0.0] * 48,
-                latents_std=[1.0] * 48,
-            )
+            vae = AutoencoderKLWan(**wan_demo_vae_config(layout))
             # The real TI2V-5B checkpoint is saved as a WanPipeline with expand_timesteps.
             pipe = WanPipeline(
                 tokenizer=tokenizer,
@@ -178,13 +200,7 @@ def _build_wan(out: Path, layout: str) -> None:
                 expand_timesteps=True,
             )
         else:
-            vae = AutoencoderKLWan(
-                base_dim=3,
-                z_dim=16,
-                dim_mult=[1, 1, 1, 1],
-                num_res_blocks=1,
-                temperal_downsample=[False, True, True],
-            )
+            vae = AutoencoderKLWan(**wan_demo_vae_config(layout))
             if layout == "wan2.2":
                 pipe = WanImageToVideoPipeline(
                     tokenizer=tokenizer,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from providers.base import ParamError, ParamSpec
@@ -9,6 +10,9 @@ from providers.base import ParamError, ParamSpec
 
 def _coerce(spec: ParamSpec, value: Any) -> Any:
     field = f"params.{spec.name}"
+    # NaN passes every range comparison (the form's float("nan")) and int(inf) raises.
+    if spec.type in ("int", "float") and isinstance(value, float) and not math.isfinite(value):
+        raise ParamError(field, f"{spec.name} must be a finite number")
     if spec.type == "int":
         if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
             raise ParamError(field, f"{spec.name} must be an integer")

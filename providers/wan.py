@@ -24,6 +24,7 @@ import os
 import secrets
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,20 +52,74 @@ LAYOUTS = {
     "ti2v": "Wan 2.2 TI2V-5B",
 }
 
-# Pixel budgets (width x height) per resolution preset; the output keeps the input's
-# aspect ratio within the budget, padded to the model's size multiple.
-RESOLUTIONS: dict[str, int] = {
-    "demo": 64 * 64,
-    "480p": 832 * 480,
-    "720p": 1280 * 720,
+# Nominal (landscape) size per resolution preset; its area is the pixel budget, within which the
+# output keeps the input's aspect ratio, padded to the model's size multiple.
+PRESET_SIZES: dict[str, tuple[int, int]] = {
+    "demo": (64, 64),
+    "480p": (832, 480),
+    "720p": (1280, 720),
 }
+RESOLUTIONS: dict[str, int] = {name: w * h for name, (w, h) in PRESET_SIZES.items()}
 
 DEFAULT_NEGATIVE_PROMPT = (
     "blurry, low quality, worst quality, jpeg artifacts, static, still frame, overexposed, "
     "subtitles, text, watermark, deformed, disfigured, extra fingers, messy background"
 )
 
+MIN_FRAMES = 5
 MAX_FRAMES = 161
+# diffusers' WanTransformer3DModel / AutoencoderKLWan defaults, for a checkpoint not on local disk.
+DEFAULT_ROPE_MAX_SEQ_LEN = 1024
+DEFAULT_PATCH_SIZE = (1, 2, 2)
+
+
+@dataclass(frozen=True)
+class WanLimits:
+    """The largest video a checkpoint can run, derived from its config.
+
+    The transformer's rotary embedding has `rope_max_seq_len` rows per latent axis: one per
+    latent frame (`(num_frames - 1) / scale_t + 1`, over the temporal patch) and one per patch
+    row / column (`side / (scale_s * patch)`). A larger grid fails inside diffusers with a raw
+    `shape [...] is invalid` error, so the schema offers no more than this.
+    """
+
+    max_frames: int
+    max_side: int
+
+    @classmethod
+    def from_config(cls, transformer: dict[str, Any], vae: dict[str, Any]) -> WanLimits:
+        rope = int(transformer.get("rope_max_seq_len") or DEFAULT_ROPE_MAX_SEQ_LEN)
+        p_t, p_h, p_w = (int(v) for v in transformer.get("patch_size") or DEFAULT_PATCH_SIZE)
+        scale_t = int(vae.get("scale_factor_temporal") or 4)
+        scale_s = int(vae.get("scale_factor_spatial") or 8)
+        frames = min(MAX_FRAMES, (rope * p_t - 1) * scale_t + 1)
+        return cls(max_frames=(frames - 1) // 4 * 4 + 1, max_side=rope * scale_s * min(p_h, p_w))
+
+    def presets(self) -> list[str]:
+        """The resolution presets whose nominal size fits, in either orientation."""
+        return [name for name, (w, h) in PRESET_SIZES.items() if max(w, h) <= self.max_side]
+
+
+def _component_config(source: str, *subfolders: str) -> dict[str, Any]:
+    """The first `{subfolder}/config.json` of a local checkpoint directory; {} when there is none."""
+    for sub in subfolders:
+        path = Path(source) / sub / "config.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return {}
+
+
+def config_limits(model: str | None, layout: str) -> WanLimits:
+    """Limits from the config files alone (no torch): the demo builder's data, a local checkpoint's
+    config.json files, else diffusers' defaults for the layout."""
+    if model is None:
+        from providers.demo_models import WAN_DEMO_TRANSFORMER, wan_demo_vae_config
+
+        return WanLimits.from_config(WAN_DEMO_TRANSFORMER, wan_demo_vae_config(layout))
+    vae = _component_config(model, "vae") or {"scale_factor_spatial": 16 if layout == "ti2v" else 8}
+    return WanLimits.from_config(_component_config(model, "transformer", "transformer_2"), vae)
 
 
 def detect_layout(model_index: dict[str, Any]) -> str:
@@ -94,14 +149,18 @@ def guess_layout(model: str | None) -> str:
     return "wan2.1"
 
 
-def fit_size(width: int, height: int, budget: int, multiple: int) -> tuple[int, int, int, int]:
-    """Canvas size (W, H) within `budget` pixels, both multiples of `multiple`, and the size
-    (w, h) the image is resized to inside it, keeping its aspect ratio."""
+def fit_size(
+    width: int, height: int, budget: int, multiple: int, max_side: int | None = None
+) -> tuple[int, int, int, int]:
+    """Canvas size (W, H) within `budget` pixels, both multiples of `multiple` and at most
+    `max_side`, and the size (w, h) the image is resized to inside it, keeping its aspect ratio."""
+    # A very wide or tall image would otherwise get a canvas side beyond the model's rotary table.
+    cap = max(multiple, (max_side or budget) // multiple * multiple)
     # Among canvases within the budget, take the one showing the image largest (least
     # padding); ties go to the smaller canvas.
     best: tuple[float, int, int, int] | None = None
-    for canvas_w in range(multiple, max(budget // multiple, multiple) + 1, multiple):
-        tallest = max(multiple, budget // canvas_w // multiple * multiple)
+    for canvas_w in range(multiple, min(max(budget // multiple, multiple), cap) + 1, multiple):
+        tallest = max(multiple, min(cap, budget // canvas_w // multiple * multiple))
         scale = min(canvas_w / width, tallest / height)
         canvas_h = min(tallest, max(multiple, math.ceil(height * scale / multiple - 1e-9) * multiple))
         key = (round(scale, 9), -canvas_w * canvas_h, canvas_w, canvas_h)
@@ -115,11 +174,11 @@ def fit_size(width: int, height: int, budget: int, multiple: int) -> tuple[int, 
     return canvas_w, canvas_h, inner_w, inner_h
 
 
-def prepare_image(image, budget: int, multiple: int):
+def prepare_image(image, budget: int, multiple: int, max_side: int | None = None):
     """Resize + pad (centred, black) keeping the aspect ratio. Returns (canvas, content box)."""
     from PIL import Image
 
-    canvas_w, canvas_h, inner_w, inner_h = fit_size(image.width, image.height, budget, multiple)
+    canvas_w, canvas_h, inner_w, inner_h = fit_size(image.width, image.height, budget, multiple, max_side)
     resized = image.resize((inner_w, inner_h), Image.Resampling.LANCZOS)
     canvas = Image.new("RGB", (canvas_w, canvas_h), (0, 0, 0))
     left, top = (canvas_w - inner_w) // 2, (canvas_h - inner_h) // 2
@@ -177,6 +236,8 @@ class WanProvider(Provider):
         self.model_dir: str | None = None
         self._pipe = None
         self._multiple = 32 if self.layout == "ti2v" else 16
+        # From the config files until `load`, then from the loaded model.
+        self._limits: WanLimits | None = None
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()
 
@@ -190,6 +251,12 @@ class WanProvider(Provider):
         )
 
     # ----- description -------------------------------------------------------------
+
+    def limits(self) -> WanLimits:
+        """The largest frame count and canvas side the configured model runs."""
+        if self._limits is None:
+            self._limits = config_limits(self.model_ref, self.layout)
+        return self._limits
 
     def models(self) -> list[ModelInfo]:
         if self.demo:
@@ -205,7 +272,12 @@ class WanProvider(Provider):
                 "Animates the input image following the prompt.",
                 cost_per_item_usd=None,
                 seconds_per_item=seconds,
-                constraints={"num_frames": "4k+1", "resolution": sorted(RESOLUTIONS), "layout": self.layout},
+                constraints={
+                    "num_frames": "4k+1",
+                    "max_frames": self.limits().max_frames,
+                    "resolution": self.limits().presets(),
+                    "layout": self.layout,
+                },
             )
         ]
 
@@ -217,17 +289,26 @@ class WanProvider(Provider):
         else:
             resolution = "720p" if "720p" in (self.model_ref or "").lower() else "480p"
             frames, steps, fps = 81, 40, 16
+        limits = self.limits()
+        presets = limits.presets()
+        if resolution not in presets and presets:
+            resolution = presets[-1]
         return [
             ParamSpec("negative_prompt", "str", DEFAULT_NEGATIVE_PROMPT, "what the video should avoid"),
             ParamSpec(
-                "num_frames", "int", frames, "frames to generate; must be 4k+1 (e.g. 81)", 5, MAX_FRAMES
+                "num_frames",
+                "int",
+                min(frames, limits.max_frames),
+                "frames to generate; must be 4k+1 (e.g. 81)",
+                MIN_FRAMES,
+                limits.max_frames,
             ),
             ParamSpec(
                 "resolution",
                 "enum",
                 resolution,
                 "pixel budget; the input's aspect ratio is kept (padded)",
-                choices=list(RESOLUTIONS),
+                choices=presets,
             ),
             ParamSpec("steps", "int", steps, "denoising steps", 1, 100),
             ParamSpec(
@@ -240,12 +321,24 @@ class WanProvider(Provider):
         ]
 
     def check(self, spec: JobSpec) -> JobSpec:
+        limits = self.limits()
         frames = spec.params.get("num_frames")
         if frames is not None and (frames - 1) % 4 != 0:
             lower = (frames - 1) // 4 * 4 + 1
             raise ParamError(
                 "params.num_frames",
                 f"num_frames must be 4k+1 (e.g. {lower} or {lower + 4}), not {frames}",
+            )
+        if frames is not None and not MIN_FRAMES <= frames <= limits.max_frames:
+            raise ParamError(
+                "params.num_frames",
+                f"num_frames must be {MIN_FRAMES} to {limits.max_frames} for this model, not {frames}",
+            )
+        resolution = spec.params.get("resolution")
+        if resolution is not None and resolution not in limits.presets():
+            raise ParamError(
+                "params.resolution",
+                f"resolution must be one of {limits.presets()} for this model, not {resolution!r}",
             )
         return spec
 
@@ -298,8 +391,16 @@ class WanProvider(Provider):
         if self.vae_tiling:
             pipe.vae.enable_tiling()
         pipe.set_progress_bar_config(disable=True)
-        patch = (pipe.transformer or pipe.transformer_2).config.patch_size
+        transformer_config = dict((pipe.transformer or pipe.transformer_2).config)
+        patch = transformer_config["patch_size"]
         self._multiple = int(pipe.vae_scale_factor_spatial * patch[1])
+        self._limits = WanLimits.from_config(
+            transformer_config,
+            {
+                "scale_factor_temporal": pipe.vae_scale_factor_temporal,
+                "scale_factor_spatial": pipe.vae_scale_factor_spatial,
+            },
+        )
         self._pipe = pipe
         self.layout = layout
         self.device = device
@@ -330,6 +431,11 @@ class WanProvider(Provider):
         from diffusers.utils import export_to_video
         from PIL import Image, ImageOps, UnidentifiedImageError
 
+        try:
+            # The loaded model may allow less than the submitting host read from its config.
+            self.check(spec)
+        except ParamError as exc:
+            raise FatalError(f"{exc.field}: {exc.message}", code="bad_params") from exc
         p = spec.params
         num_frames = int(p.get("num_frames", 9))
         steps = int(p.get("steps", 2))
@@ -342,7 +448,7 @@ class WanProvider(Provider):
                 image = ImageOps.exif_transpose(opened).convert("RGB")
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise FatalError(f"cannot read the input image: {exc}", code="bad_input") from exc
-        canvas, box = prepare_image(image, budget, self._multiple)
+        canvas, box = prepare_image(image, budget, self._multiple, self.limits().max_side)
 
         def on_step_end(pipe, i: int, t, callback_kwargs: dict) -> dict:
             ctx.report_progress(0.9 * (i + 1) / steps, f"step {i + 1}/{steps}")

@@ -39,6 +39,18 @@ def test_wan_rejects_unknown_resolution_and_params():
     assert field_of(lambda: wan.validate(None, "p", None, {"strength": 1})) == "params.strength"
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize(
+    ("provider", "name"),
+    [(WanProvider(), "guidance_scale"), (WanProvider(), "num_frames"), (Sam3Provider(), "score_threshold")],
+    ids=["wan-float", "wan-int", "sam3-float"],
+)
+def test_non_finite_numbers_are_refused_naming_the_field(provider, name, value):
+    # The admin form turns "nan" into float("nan"), which every range comparison lets through.
+    call = lambda: provider.validate(None, "p", ["cat"], {name: value})  # noqa: E731
+    assert field_of(call) == f"params.{name}"
+
+
 def test_runway_ratio_and_duration_per_model():
     rw = RunwayProvider()
     assert field_of(lambda: rw.validate("gen4_turbo", "p", None, {"ratio": "1920:1080"})) == "params.ratio"
@@ -138,3 +150,13 @@ def test_fit_size_keeps_aspect_within_budget(size, preset, multiple):
     assert cw * ch <= max(budget, multiple * multiple)
     assert iw <= cw and ih <= ch
     assert abs(iw / ih - w / h) <= (w / h) * 0.05 + 1 / min(iw, ih)
+
+
+@pytest.mark.parametrize("size", [(4000, 2), (2, 4000), (1920, 1080)])
+def test_fit_size_keeps_each_side_within_max_side(size):
+    w, h = size
+    cw, ch, iw, ih = fit_size(w, h, RESOLUTIONS["720p"], 16, max_side=1024)
+    assert cw <= 1024 and ch <= 1024 and cw % 16 == 0 and ch % 16 == 0
+    assert iw <= cw and ih <= ch and max(iw, ih) == 1024
+    # Without a limit only the budget bounds the canvas (a 4000x2 banner gets 57600 x 16).
+    assert max(fit_size(w, h, RESOLUTIONS["720p"], 16)[:2]) > 1024
