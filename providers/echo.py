@@ -32,6 +32,8 @@ class EchoProvider(Provider):
     description = "Copies each input to the output. For checking workers and measuring the pipeline."
     demo = True
     prompt_field = None
+    # Lets the worker's micro-batching be exercised without a model (run_batch runs them in turn).
+    max_batch = 8
 
     def __init__(self, load_delay_s: float = 0.0, load_error: str | None = None) -> None:
         # A model load to rehearse with: as slow as a real one, or failing as a broken one does.

@@ -2,6 +2,8 @@
 
 One image, several text concepts: the vision features are computed once per image
 and reused for every concept (one batched decoder pass per chunk of concepts).
+Several items at once (`run_batch`): one vision-encoder pass for all their images,
+then each image's own concepts against its slice of those features.
 Outputs per concept a labelled instance mask (PNG, input size, pixel value =
 instance label, 0 = background), one JSON describing every instance, and a
 preview overlay.
@@ -24,10 +26,14 @@ import logging
 import re
 import threading
 import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from providers.base import (
+    BatchEntry,
     FatalError,
     JobSpec,
     ModelInfo,
@@ -91,6 +97,8 @@ class Sam3Provider(Provider):
     label = "SAM3 segmentation"
     description = "Finds every instance of each text concept and returns labelled masks (Meta SAM3)."
     prompt_field = "prompts"
+    # Images whose vision features are computed in one call (each then decodes its own concepts).
+    max_batch = 8
 
     def __init__(self, model: str | None = None, *, demo_model_dir: str = "var/models") -> None:
         self.model_ref = model
@@ -221,23 +229,22 @@ class Sam3Provider(Provider):
 
     # ----- processing --------------------------------------------------------------
 
-    def _pixel_values(self, image):
+    def _pixel_values(self, image: Any) -> Any:
+        """One image as a (1, 3, H, W) CPU float tensor at the model's input size."""
         import numpy as np
         import torch
         import torch.nn.functional as F
 
         if self._processor is not None:
-            pv = self._processor(images=image, return_tensors="pt")["pixel_values"]
-        else:
-            t = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)[None].float()
-            t = F.interpolate(t, size=self._image_size, mode="bilinear", align_corners=False, antialias=True)
-            t = t.round().clamp(0, 255) * self._rescale
-            mean = torch.tensor(self._mean).view(1, 3, 1, 1)
-            std = torch.tensor(self._std).view(1, 3, 1, 1)
-            pv = (t - mean) / std
-        return pv.to(self.device, dtype=self._dtype)
+            return self._processor(images=image, return_tensors="pt")["pixel_values"]
+        t = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)[None].float()
+        t = F.interpolate(t, size=self._image_size, mode="bilinear", align_corners=False, antialias=True)
+        t = t.round().clamp(0, 255) * self._rescale
+        mean = torch.tensor(self._mean).view(1, 3, 1, 1)
+        std = torch.tensor(self._std).view(1, 3, 1, 1)
+        return (t - mean) / std
 
-    def _text_inputs(self, concepts: list[str]):
+    def _text_inputs(self, concepts: list[str]) -> tuple[Any, Any]:
         # As Sam3Processor does (padded to 32 tokens), plus truncation for long concepts.
         enc = self._tokenizer(
             concepts, padding="max_length", max_length=TEXT_LENGTH, truncation=True, return_tensors="pt"
@@ -245,17 +252,25 @@ class Sam3Provider(Provider):
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
     @staticmethod
-    def _repeat_vision(vision, n: int):
-        """The image's vision features for a batch of n concepts (the decoder reads only the FPN maps)."""
-        if n == 1:
-            return vision
+    def _image_vision(vision: Any, index: int, n: int) -> Any:
+        """Image `index`'s vision features for a batch of n concepts (the decoder reads only the FPN maps).
+
+        Slicing and expanding are views: no copy of the feature maps per image or per concept.
+        """
         return type(vision)(
-            fpn_hidden_states=tuple(x.repeat(n, 1, 1, 1) for x in vision.fpn_hidden_states),
-            fpn_position_encoding=tuple(x.repeat(n, 1, 1, 1) for x in vision.fpn_position_encoding),
+            fpn_hidden_states=tuple(
+                x[index : index + 1].expand(n, -1, -1, -1) for x in vision.fpn_hidden_states
+            ),
+            fpn_position_encoding=tuple(
+                x[index : index + 1].expand(n, -1, -1, -1) for x in vision.fpn_position_encoding
+            ),
         )
 
-    def _instances(self, out, index: int, size: tuple[int, int], threshold: float, mask_threshold: float):
-        """Kept instances of one batch row, best score first: [(score, box, bool mask HxW)]."""
+    def _instances(
+        self, out: Any, index: int, size: tuple[int, int], threshold: float, mask_threshold: float
+    ) -> _Found:
+        """Kept instances of one batch row, best score first, painted into one label map."""
+        import numpy as np
         import torch
         import torch.nn.functional as F
 
@@ -268,88 +283,172 @@ class Sam3Provider(Provider):
         )
         keep = torch.nonzero(scores > threshold).flatten().tolist()
         keep.sort(key=lambda q: -float(scores[q]))
-        found = []
-        for q in keep:
-            prob = out.pred_masks[index, q].float().sigmoid()[None, None]
+        # One label map per concept instead of a mask per instance: memory stays at one byte a pixel.
+        wide = len(keep) > 255
+        labels = torch.zeros(size, dtype=torch.int32 if wide else torch.uint8, device=scores.device)
+        # Paint the lowest score first so the best instance wins where they overlap.
+        for label in range(len(keep), 0, -1):
+            prob = out.pred_masks[index, keep[label - 1]].float().sigmoid()[None, None]
             prob = F.interpolate(prob, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
-            found.append(
-                (
-                    float(scores[q]),
-                    [round(float(v), 2) for v in boxes[q].tolist()],
-                    (prob > mask_threshold).cpu(),
-                )
-            )
-        return found
+            labels[prob > mask_threshold] = label
+        return _Found(
+            scores=[float(scores[q]) for q in keep],
+            boxes=[[round(float(v), 2) for v in boxes[q].tolist()] for q in keep],
+            labels=labels.cpu().numpy().astype(np.uint16 if wide else np.uint8),
+        )
 
     # ----- running -----------------------------------------------------------------
 
     def run(self, input_path: Path, spec: JobSpec, ctx: RunContext) -> RunResult:
-        ctx.check_cancelled()
-        spec = self.check(spec)
-        if self._model is None:
-            self.load(self._default_device())
-        import numpy as np
-        import torch
+        (result,) = self.run_batch([BatchEntry(input_path, spec, ctx)])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def run_batch(self, entries: list[BatchEntry]) -> list[RunResult | BaseException]:
+        """Several images, each with its own concepts: one vision-encoder pass for all of them,
+        then each image's concepts through the decoder. One entry's bad input, cancel or error
+        stays in its slot; out of GPU memory fails every entry still running (RetryableError "oom")."""
+        items = [_Item(entry) for entry in entries]
+        for item in items:
+            self._guarded(item, self._open)
+        if any(item.result is None for item in items) and self._model is None:
+            try:
+                self.load(self._default_device())
+            except Exception as exc:  # noqa: BLE001 - no model: every entry fails alike, as the worker expects
+                return [item.result if item.result is not None else exc for item in items]
+        for item in items:
+            if item.result is None:
+                self._guarded(item, self._prepare)
+        live = [item for item in items if item.result is None]
+        if live:
+            self._infer(live)
+        for item in items:
+            if item.result is None:
+                item.batch_size = len(entries)
+                self._guarded(item, self._write)
+            item.release()
+        return [item.result for item in items]  # type: ignore[misc] - every slot is set by now
+
+    @staticmethod
+    def _guarded(item: _Item, step: Callable[[_Item], RunResult | None]) -> None:
+        """Run one entry's step; its exception becomes that entry's result and touches no other entry."""
+        try:
+            result = step(item)
+        except Exception as exc:  # noqa: BLE001 - handed back per entry, as the contract says
+            item.fail(exc)
+        else:
+            if result is not None:
+                item.result = result
+
+    def _open(self, item: _Item) -> None:
+        """Cancel check, spec check and image decoding: everything that needs no model."""
         from PIL import Image, ImageOps, UnidentifiedImageError
 
-        threshold = float(spec.params.get("score_threshold", 0.5))
-        mask_threshold = float(spec.params.get("mask_threshold", 0.5))
+        item.ctx.check_cancelled()
+        spec = self.check(item.entry.spec)
+        item.concepts = spec.prompts
+        item.threshold = float(spec.params.get("score_threshold", 0.5))
+        item.mask_threshold = float(spec.params.get("mask_threshold", 0.5))
         try:
-            with Image.open(input_path) as opened:
-                image = ImageOps.exif_transpose(opened).convert("RGB")
+            with Image.open(item.entry.input_path) as opened:
+                item.image = ImageOps.exif_transpose(opened).convert("RGB")
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise FatalError(f"cannot read the input image: {exc}", code="bad_input") from exc
-        size = (image.height, image.width)
-        concepts = spec.prompts
-        model = self._model
-        per_concept: list[list[tuple[float, list[float], Any]]] = []
-        started = time.monotonic()
+
+    def _prepare(self, item: _Item) -> None:
+        item.pixels = self._pixel_values(item.image)
+
+    def _infer(self, live: list[_Item]) -> None:
+        """The GPU part for every live entry, under the run lock; out of memory fails them all."""
+        import torch
+
+        oom: str | None = None
         with self._run_lock:
             try:
-                with torch.inference_mode():
-                    vision = model.get_vision_features(pixel_values=self._pixel_values(image))
-                    vision_ms = (time.monotonic() - started) * 1000
-                    ctx.report_progress(0.3, "image encoded")
-                    for start in range(0, len(concepts), CONCEPT_BATCH):
-                        ctx.check_cancelled()
-                        chunk = concepts[start : start + CONCEPT_BATCH]
-                        ids, mask = self._text_inputs(chunk)
-                        out = model(
-                            vision_embeds=self._repeat_vision(vision, len(chunk)),
-                            input_ids=ids,
-                            attention_mask=mask,
-                        )
-                        for row in range(len(chunk)):
-                            per_concept.append(self._instances(out, row, size, threshold, mask_threshold))
-                        done = start + len(chunk)
-                        ctx.report_progress(
-                            0.3 + 0.6 * done / len(concepts), f"{done}/{len(concepts)} concepts"
-                        )
+                self._encode_and_decode(live)
             except torch.OutOfMemoryError as exc:
+                oom = str(exc)
+            except Exception as exc:  # noqa: BLE001 - the shared vision pass failed: every live entry with it
+                for item in live:
+                    if item.result is None:
+                        item.fail(exc)
+            if oom is not None:
+                # Outside the except block the failed pass's tensors are unreferenced: free them now.
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-                raise RetryableError(f"out of GPU memory: {exc}", code="oom") from exc
-        inference_ms = (time.monotonic() - started) * 1000
+                # Entries already cancelled or failed keep that outcome; a retry would not change it.
+                for item in live:
+                    if item.result is None:
+                        item.result = RetryableError(f"out of GPU memory: {oom}", code="oom")
 
+    def _encode_and_decode(self, live: list[_Item]) -> None:
+        """Vision features of all images in one call, then each image's concepts on its slice."""
+        import torch
+
+        with torch.inference_mode():
+            started = time.monotonic()
+            pixels = torch.cat([item.pixels for item in live]).to(self.device, dtype=self._dtype)
+            vision = self._model.get_vision_features(pixel_values=pixels)
+            del pixels
+            vision_ms = (time.monotonic() - started) * 1000
+            for index, item in enumerate(live):
+                item.vision_ms = vision_ms
+                # Each image is charged its share of the shared vision pass.
+                item.inference_ms = vision_ms / len(live)
+                try:
+                    self._decode(item, vision, index)
+                except torch.OutOfMemoryError:
+                    raise  # not this entry's fault: the whole batch goes back (see _infer)
+                except Exception as exc:  # noqa: BLE001 - this entry's cancel or failure only
+                    item.fail(exc)
+
+    def _decode(self, item: _Item, vision: Any, index: int) -> None:
+        """One image's concepts, CONCEPT_BATCH at a time, against its slice of the batch's features."""
+        started = time.monotonic()
+        ctx = item.ctx
+        ctx.report_progress(0.3, "image encoded")
+        size = (item.image.height, item.image.width)
+        concepts = item.concepts
+        for start in range(0, len(concepts), CONCEPT_BATCH):
+            ctx.check_cancelled()
+            chunk = concepts[start : start + CONCEPT_BATCH]
+            ids, mask = self._text_inputs(chunk)
+            out = self._model(
+                vision_embeds=self._image_vision(vision, index, len(chunk)),
+                input_ids=ids,
+                attention_mask=mask,
+            )
+            for row in range(len(chunk)):
+                item.found.append(self._instances(out, row, size, item.threshold, item.mask_threshold))
+            done = start + len(chunk)
+            ctx.report_progress(0.3 + 0.6 * done / len(concepts), f"{done}/{len(concepts)} concepts")
+        item.inference_ms += (time.monotonic() - started) * 1000
+
+    def _write(self, item: _Item) -> RunResult:
+        """One entry's label PNGs, instances JSON and preview, into its own workdir."""
+        import numpy as np
+        from PIL import Image
+
+        ctx = item.ctx
+        ctx.check_cancelled()
+        image = item.image
+        concepts = item.concepts
         outputs: list[OutputFile] = []
         instances: list[dict[str, Any]] = []
         summary: list[dict[str, Any]] = []
         used: set[str] = set()
         overlay = np.asarray(image, dtype=np.float32).copy()
-        for ci, (concept, found) in enumerate(zip(concepts, per_concept, strict=True)):
+        for ci, (concept, found) in enumerate(zip(concepts, item.found, strict=True)):
             role = f"mask_{slug(concept)}"
             if role in used:
                 role = f"{role}_{ci}"
             used.add(role)
-            dtype = np.uint8 if len(found) <= 255 else np.uint16
-            labels = np.zeros(size, dtype=dtype)
-            # Paint the lowest score first so the best instance wins where they overlap.
-            for label in range(len(found), 0, -1):
-                labels[found[label - 1][2].numpy()] = label
+            labels = found.labels
             path = ctx.workdir / f"{role}.png"
             Image.fromarray(labels).save(path)
             outputs.append(OutputFile(path, "image/png", role))
-            for label, (score, box, _) in enumerate(found, start=1):
+            for label, (score, box) in enumerate(zip(found.scores, found.boxes, strict=True), start=1):
                 instances.append(
                     {
                         "concept": concept,
@@ -361,8 +460,10 @@ class Sam3Provider(Provider):
                         "area": int((labels == label).sum()),
                     }
                 )
-            summary.append({"concept": concept, "role": role, "file": path.name, "instances": len(found)})
-            for label in range(1, len(found) + 1):
+            summary.append(
+                {"concept": concept, "role": role, "file": path.name, "instances": len(found.scores)}
+            )
+            for label in range(1, len(found.scores) + 1):
                 colour = np.array(_colour(ci, label), dtype=np.float32)
                 sel = labels == label
                 overlay[sel] = overlay[sel] * 0.45 + colour * 0.55
@@ -377,12 +478,14 @@ class Sam3Provider(Provider):
             "image": {"width": image.width, "height": image.height},
             "model": self.model_ref or "demo",
             "processor": self.processor_kind,
-            "score_threshold": threshold,
-            "mask_threshold": mask_threshold,
+            "score_threshold": item.threshold,
+            "mask_threshold": item.mask_threshold,
             "concepts": summary,
             "instances": instances,
-            "inference_ms": round(inference_ms, 1),
-            "vision_ms": round(vision_ms, 1),
+            "inference_ms": round(item.inference_ms, 1),
+            # The vision pass covered the whole batch.
+            "vision_ms": round(item.vision_ms, 1),
+            "batch_size": item.batch_size,
         }
         json_path = ctx.workdir / "instances.json"
         json_path.write_text(json.dumps(report, indent=2) + "\n")
@@ -396,10 +499,52 @@ class Sam3Provider(Provider):
                 "device": self.device,
                 "instances": len(instances),
                 "concepts": len(concepts),
-                "inference_ms": round(inference_ms, 1),
+                "inference_ms": round(item.inference_ms, 1),
+                "batch_size": item.batch_size,
                 "loads": self.loads,
             },
         )
+
+
+@dataclass
+class _Found:
+    """One concept's kept instances on one image: scores and boxes best first, and the label map
+    (input size, pixel value = 1-based rank, 0 = background)."""
+
+    scores: list[float]
+    boxes: list[list[float]]
+    labels: Any
+
+
+@dataclass
+class _Item:
+    """One batch entry on its way through run_batch; `result` set means it is finished."""
+
+    entry: BatchEntry
+    result: RunResult | BaseException | None = None
+    concepts: list[str] = field(default_factory=list)
+    threshold: float = 0.5
+    mask_threshold: float = 0.5
+    image: Any = None
+    pixels: Any = None
+    found: list[_Found] = field(default_factory=list)
+    vision_ms: float = 0.0
+    inference_ms: float = 0.0
+    batch_size: int = 1
+
+    @property
+    def ctx(self) -> RunContext:
+        return self.entry.ctx
+
+    def fail(self, exc: BaseException) -> None:
+        # The traceback's finished frames would keep the batch's GPU tensors alive while the worker holds it.
+        traceback.clear_frames(exc.__traceback__)
+        self.result = exc
+
+    def release(self) -> None:
+        # Images, tensors and label maps of a whole batch add up: drop them once the entry is done.
+        self.image = self.pixels = None
+        self.found = []
 
 
 def _colour(concept_index: int, label: int) -> tuple[int, int, int]:
