@@ -45,6 +45,8 @@ task_send_sent_event = False
 worker_send_task_events = True
 worker_hijack_root_logger = False
 worker_cancel_long_running_tasks_on_connection_loss = False
+# kombu's own teardown of a lost Redis connection can end the worker: tasks/consumer.py.
+worker_consumer = "tasks.consumer:Consumer"
 
 task_default_queue = "control"
 task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Task
+from kombu.exceptions import OperationalError as BrokerUnavailable
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from tasks.celery_app import celery
 
+log = logging.getLogger(__name__)
 _flask_app: Any = None
 
 
@@ -62,7 +65,11 @@ def apply_reports(self: Task) -> int | None:
 
     applied = drain_reports(holder=f"{self.request.hostname}/{os.getpid()}", budget_s=APPLIER_BUDGET_S)
     if applied is not None:
-        self.apply_async(queue="control", expires=APPLIER_BUDGET_S * 2)
+        try:
+            self.apply_async(queue="control", expires=APPLIER_BUDGET_S * 2)
+        except BrokerUnavailable as exc:
+            # Beat starts an applier every second once the broker is back.
+            log.warning("could not queue the next report applier: %s", exc)
     return applied
 
 

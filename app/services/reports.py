@@ -310,7 +310,8 @@ LINGER_S = 0.1
 
 
 def drain_reports(holder: str, budget_s: float = 5.0, block_ms: int = 250) -> int | None:
-    """Apply reports from the stream for up to `budget_s`; None if another applier holds the lock.
+    """Apply reports from the stream for up to `budget_s`; None if another applier holds the lock
+    or Redis cannot be reached to take it.
 
     Reports are acked only after their batch committed; a batch that hit a database outage
     stays unacked and is read again. A single report that cannot be applied at all is logged
@@ -321,7 +322,12 @@ def drain_reports(holder: str, budget_s: float = 5.0, block_ms: int = 250) -> in
 
     coord = coordination()
     lock_ttl = budget_s + 10
-    lock = coord.try_lock(APPLIER_LOCK, holder, lock_ttl)
+    try:
+        lock = coord.try_lock(APPLIER_LOCK, holder, lock_ttl)
+    except redis.RedisError as exc:
+        # Beat starts another applier every second; it takes over once Redis is back.
+        log.warning("cannot take the applier lock: %s", exc)
+        return None
     if lock is None:
         return None
     applied = 0

@@ -7,13 +7,18 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import requests
 from celery import Celery
+from kombu import Connection, Exchange, Queue
+from kombu.common import ignore_errors
 
 from app.coordination import lease_key
+from app.stack import Stack, free_port
 from providers.runway_sim import RunwaySimServer
+from tasks.consumer import close_lost_channels
 from tests.conftest import System, SystemFactory
 from tests.faults.conftest import FlakyStorageProxy, Outcome, Postgres
 from tests.support import distinct_pngs, png_bytes
@@ -143,8 +148,85 @@ def test_redis_restart_without_persistence(systems: SystemFactory) -> None:
     assert any(e["kind"] == "job.republished" for e in sysm.api.events(job["id"]))
 
 
+def assert_control_worker_stayed_up(system: System, pid: int) -> None:
+    """The control worker's main process lived through the fault: same process, started once, and no
+    error ended it (the supervisor restarts a worker that exits, which would hide a crash)."""
+    proc = system.stack.procs["control"]
+    log = proc.log()
+    assert proc.pid == pid and proc.alive(), f"the control worker exited and was restarted:\n{log[-4000:]}"
+    assert log.count(" ready.") == 1, "the control worker started more than once"
+    assert "Unrecoverable error" not in log, log[-4000:]
+
+
+def _consumer_connection(url: str, queue_name: str) -> Connection:
+    """A worker's consumer connection as Redis goes away: a message delivered and not yet acked on the
+    task channel, a BRPOP waiting there, and a fanout channel opened after it (as Celery's
+    remote-control channel is, once a reply to a remote-control command has failed)."""
+    conn = Connection(url)
+    queue = Queue(queue_name, Exchange(queue_name, type="direct"), routing_key=queue_name)
+    with Connection(url) as publisher:
+        publisher.Producer().publish(
+            {"n": 1}, exchange=queue.exchange, routing_key=queue_name, declare=[queue]
+        )
+    delivered: list[object] = []
+    task_channel = conn.default_channel
+    consumer = conn.Consumer(queue, channel=task_channel, callbacks=[lambda _body, m: delivered.append(m)])
+    consumer.qos(prefetch_count=2)
+    consumer.consume()
+    conn.drain_events(timeout=10)
+    box = Queue(f"{queue_name}.box", Exchange(f"{queue_name}.box", type="fanout"), auto_delete=True)
+    conn.Consumer(box, channel=conn.channel(), no_ack=True).consume()
+    task_channel._brpop_start()  # noqa: SLF001 - the worker's event loop always keeps one waiting
+    assert delivered
+    return conn
+
+
+def test_lost_broker_connection_is_torn_down_without_an_error(tmp_path: Path) -> None:
+    """The AttributeError that ended the control worker in a Redis outage, and the consumer's way round it."""
+    stack = Stack(var_dir=tmp_path, env={"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    stack.start_redis()
+    try:
+        plain = _consumer_connection(stack.redis_url, "plain")
+        ours = _consumer_connection(stack.redis_url, "ours")
+        stack.stop("redis")
+        # What Celery's consumer does with a lost connection: collect it, then close it.
+        plain.collect(socket_timeout=1)
+        try:
+            ignore_errors(plain, plain.close)
+        except AttributeError as exc:
+            assert "hostname" in str(exc)
+        else:
+            pytest.fail("kombu now closes a lost connection cleanly: tasks/consumer.py's workaround can go")
+        assert close_lost_channels(ours, timeout=1) == 0
+        ours.collect(socket_timeout=1)
+        ignore_errors(ours, ours.close)
+    finally:
+        stack.stop_all()
+
+
+def test_redis_down_for_30s(systems: SystemFactory) -> None:
+    sysm = systems.start("f-redis-down")
+    control = sysm.stack.procs["control"].pid
+    job = submit(sysm, seed=14, params={"delay_s": 0.1, "queue": "spread"})
+    late_keys = sysm.api.upload(distinct_pngs(N, seed=15))
+    wait_until(lambda: counts(sysm, job["id"])["succeeded"] >= 20, 60, "20 items done")
+    sysm.stack.stop("redis")  # connections refused: every consumer loses its connection
+    down_at = time.monotonic()
+    # Submitted while Redis is down: recorded in Postgres, its items wait as pending.
+    late = sysm.api.submit(late_keys, params={"delay_s": 0.1, "queue": "spread"})
+    time.sleep(max(0.0, 30 - (time.monotonic() - down_at)))
+    sysm.stack.start_redis()
+    out = Outcome("Redis down for 30 s, back empty", None, sysm, progress_resumes(sysm, job["id"]))  # type: ignore[arg-type]
+    out.job = finish(sysm, job)
+    out.notes.append("the control worker stayed up; a job submitted during the outage ran afterwards")
+    out.check()
+    Outcome("job submitted while Redis was down", finish(sysm, late), sysm).check(record=False)
+    assert_control_worker_stayed_up(sysm, control)
+
+
 def test_redis_unreachable_for_30s(systems: SystemFactory) -> None:
     sysm = systems.start("f-redis-pause")
+    control = sysm.stack.procs["control"].pid
     job = submit(sysm, seed=4, params={"delay_s": 0.1, "queue": "spread"})
     wait_until(lambda: counts(sysm, job["id"])["succeeded"] >= 20, 60, "20 items done")
     redis_proc = sysm.stack.procs["redis"]
@@ -154,6 +236,7 @@ def test_redis_unreachable_for_30s(systems: SystemFactory) -> None:
     out = Outcome("Redis unreachable (frozen) for 30 s", None, sysm, progress_resumes(sysm, job["id"]))  # type: ignore[arg-type]
     out.job = finish(sysm, job)
     out.check()
+    assert_control_worker_stayed_up(sysm, control)
 
 
 @pytest.fixture
@@ -175,6 +258,7 @@ def test_postgres_restarted(pg_system: System, postgres: Postgres) -> None:
 
 
 def test_postgres_unreachable_for_30s(pg_system: System, postgres: Postgres) -> None:
+    control = pg_system.stack.procs["control"].pid
     job = submit(pg_system, seed=6, params={"delay_s": 0.1, "queue": "spread"})
     wait_until(lambda: counts(pg_system, job["id"])["succeeded"] >= 20, 60, "20 items done")
     store = pg_system.store()
@@ -192,6 +276,7 @@ def test_postgres_unreachable_for_30s(pg_system: System, postgres: Postgres) -> 
     out.job = finish(pg_system, job)
     out.notes.append("web answered 503 JSON; workers kept running; reports applied afterwards")
     out.check()
+    assert_control_worker_stayed_up(pg_system, control)
 
 
 def test_control_worker_stopped_for_60s(systems: SystemFactory) -> None:
