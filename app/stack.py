@@ -333,8 +333,9 @@ class Stack:
 
     def supervise(self, every_s: float = 1.0) -> None:
         """Restart any process that fails (exits non-zero) without being stopped, as systemd's
-        Restart=on-failure or Docker's restart policy would: a worker can die of a broker outage (a known kombu failure while restoring
-        unacked messages on a lost connection) and must come back on its own."""
+        Restart=on-failure or Docker's restart policy would: a crashed or OOM-killed worker, or a GPU
+        worker that exits for a fresh CUDA context after repeated out-of-memory errors, must come
+        back on its own."""
 
         def loop() -> None:
             while not self._closing.wait(every_s):
