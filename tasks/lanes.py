@@ -141,7 +141,13 @@ class Lane(threading.Thread):
                 for waiting in batch:
                     waiting.done.set_result((REQUEUE, None))
                 continue
-            self._run_batch(batch)
+            try:
+                self._run_batch(batch)
+            except Exception as exc:  # noqa: BLE001 - the lane must outlive a bug: its items fail instead
+                log.exception("lane %d failed running a batch", self.index)
+                for waiting in batch:
+                    if not waiting.done.done():
+                        waiting.done.set_result((RAN, exc))
 
     def _preload(self) -> None:
         names = [
