@@ -14,7 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import api_latency, bulk_submit, overhead, recovery, scale, throughput
+from bench import api_latency, bulk_submit, duty, overhead, recovery, scale, throughput
 from bench.common import FIGURES, common_args, context, emit, note, table
 
 BENCHMARKS = {
@@ -23,6 +23,7 @@ BENCHMARKS = {
     "api_latency": api_latency,
     "recovery": recovery,
     "overhead": overhead,
+    "duty": duty,
     "scale": scale,
 }
 

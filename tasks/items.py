@@ -46,6 +46,8 @@ from tasks.reports import publish_report
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.5
+# How CUDA reports a device fault (after which the process's CUDA context is unusable).
+CUDA_FAULTS = ("CUDA error", "CUBLAS_STATUS", "cuDNN error", "device-side assert")
 T = TypeVar("T")
 
 
@@ -79,6 +81,9 @@ def classify_model_error(exc: BaseException) -> BaseException:
         return exc
     name = type(exc).__name__
     message = f"{name}: {exc}"
+    if isinstance(exc, RuntimeError) and any(sign in str(exc) for sign in CUDA_FAULTS):
+        # The device or its context failed, not this input: another process may well succeed.
+        return RetryableError(message, code="cuda_error")
     if name == "OutOfMemoryError" or isinstance(
         exc, OSError | redis.RedisError | kombu.exceptions.OperationalError
     ):
@@ -148,7 +153,9 @@ class ItemRun:
         self.store = get_storage()
         self.heartbeat: Heartbeat | None = None
         self.lease: Lease | None = None
-        self.deadline = time.time() + float(payload.get("deadline_s") or settings().item_deadline_s)
+        # Counted from the start (a prefetched item may wait behind others first).
+        self.deadline_s = float(payload.get("deadline_s") or settings().item_deadline_s)
+        self.deadline = time.time() + self.deadline_s
         self.workdir: Path | None = None
         self.input_path: Path | None = None
         # A failure while fetching the input is reported once the item has started (it is `queued`).
@@ -211,6 +218,7 @@ class ItemRun:
         self.heartbeat = Heartbeat(self.coord, lease, ttl, every)
         self.heartbeat.start()
         self.started = time.monotonic()
+        self.deadline = time.time() + self.deadline_s
         publish_report(self.payload, "running", worker=self.worker, device=device)
         return None
 

@@ -34,13 +34,15 @@ from celery.exceptions import Reject
 
 from app.config import settings
 from app.coordination import DEVICES_KEY, Coordination, redis_client
-from providers import BatchEntry, Provider, RunResult, build_registry
+from providers import BatchEntry, FatalError, Provider, RunResult, build_registry
 from tasks import runtime
 from tasks.items import ItemRun, classify_model_error, is_out_of_memory
 
 log = logging.getLogger(__name__)
 # Exit status after repeated out-of-memory failures: non-zero, so a supervisor restarts the process.
 EXIT_AFTER_OOM = 75
+# How long a leaving process waits for its running batches before it exits anyway.
+LEAVE_PATIENCE_S = 120.0
 
 
 class Providers:
@@ -96,8 +98,15 @@ class Lane(threading.Thread):
         self.error: str | None = None
         self.current: tuple[str, float] | None = None
         self.consecutive_oom = 0
+        # Items handed to this lane and not yet resolved (fetching, waiting or running).
+        self.assigned = 0
+        # Items per forward pass: the worker's batch size where a provider of its queues can batch.
+        batching = [p.max_batch for p in self.providers.registry.values() if p.queue in pipeline.queues]
+        self.batch = min(settings().worker_batch_size, max(batching, default=1))
         # Items kept fetched ahead, tuned from how long fetching an input takes against the model.
-        self.prefetch = runtime.prefetch_bounds()[0]
+        self.prefetch_low = max(settings().worker_prefetch, self.batch)
+        self.prefetch_high = max(self.prefetch_low, settings().worker_max_prefetch)
+        self.prefetch = self.prefetch_low
         self.fetch_ms: float | None = None
         self.batch_ms: float | None = None
         self._description: str | None = None
@@ -122,32 +131,52 @@ class Lane(threading.Thread):
             return f"GPU {self.gpu_id}: unavailable ({type(exc).__name__})"
         return self._description
 
-    def queued(self) -> int:
-        return self.inbox.qsize()
+    def assign(self, delta: int) -> None:
+        with self.pipeline.lock:
+            self.assigned += delta
 
     # --- the lane's thread ---------------------------------------------------------------------
 
     def run(self) -> None:
-        if settings().preload_models:
-            self._preload()
+        try:
+            self._use_device()
+        except Exception as exc:  # noqa: BLE001 - a GPU that cannot be used: the lane takes nothing
+            log.exception("lane %d cannot use %s", self.index, self.device)
+            self._set_state("broken", f"{type(exc).__name__}: {exc}")
         else:
-            self._set_state("ready")
+            if settings().preload_models:
+                self._preload()
+            else:
+                self._set_state("ready")
         while True:
             first = self.inbox.get()
             if first is None:
                 return
-            batch = [first, *self._more_like(first)]
-            if self.state == "broken" or self.pipeline.draining:
-                for waiting in batch:
-                    waiting.done.set_result((REQUEUE, None))
-                continue
+            batch = [first]
             try:
+                batch += self._more_like(first)
+                if self.state == "broken" or self.pipeline.draining:
+                    for waiting in batch:
+                        waiting.done.set_result((REQUEUE, None))
+                    continue
                 self._run_batch(batch)
-            except Exception as exc:  # noqa: BLE001 - the lane must outlive a bug: its items fail instead
+            except BaseException as exc:  # noqa: BLE001 - the lane outlives a bug: its items end instead
                 log.exception("lane %d failed running a batch", self.index)
                 for waiting in batch:
                     if not waiting.done.done():
-                        waiting.done.set_result((RAN, exc))
+                        started = waiting.run.lease is not None
+                        waiting.done.set_result((RAN, exc) if started else (REQUEUE, None))
+
+    def _use_device(self) -> None:
+        # Code that says plain "cuda" lands on this lane's GPU, not GPU 0.
+        if not self.device.startswith("cuda"):
+            return
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.set_device(self.device)
+        else:
+            log.warning("lane %d: %s is not available to torch; models will say so", self.index, self.device)
 
     def _preload(self) -> None:
         names = [
@@ -171,7 +200,8 @@ class Lane(threading.Thread):
 
     def _more_like(self, first: Waiting) -> list[Waiting]:
         """Items already waiting that can share `first`'s forward pass (same provider and model)."""
-        limit = min(settings().worker_batch_size, self.providers.registry[first.run.provider].max_batch)
+        provider = self.providers.registry.get(first.run.provider)
+        limit = min(self.batch, provider.max_batch if provider is not None else 1)
         more: list[Waiting] = []
         put_back: list[Waiting] = []
         while len(more) + 1 < limit:
@@ -191,20 +221,30 @@ class Lane(threading.Thread):
         return more
 
     def _run_batch(self, batch: list[Waiting]) -> None:
-        try:
-            provider = self.providers.get(batch[0].run.provider)
-        except Exception as exc:  # noqa: BLE001 - a model that cannot load breaks the lane, not the items
-            log.exception("lane %d could not load provider %s", self.index, batch[0].run.provider)
-            self._set_state("broken", f"{type(exc).__name__}: {exc}")
+        name = batch[0].run.provider
+        if name not in self.providers.registry:
+            # A message for a provider this deployment's workers do not offer: it fails, the lane stays.
             for waiting in batch:
-                waiting.done.set_result((REQUEUE, None))
-            return
+                waiting.run.fetch_error = FatalError(
+                    f"provider {name!r} is not enabled on this worker", code="unknown_provider"
+                )
+        else:
+            try:
+                self.providers.get(name)
+            except Exception as exc:  # noqa: BLE001 - a model that cannot load breaks the lane, not the items
+                log.exception("lane %d could not load provider %s", self.index, name)
+                self._set_state("broken", f"{type(exc).__name__}: {exc}")
+                for waiting in batch:
+                    waiting.done.set_result((REQUEUE, None))
+                return
         started: list[Waiting] = []
         for waiting in batch:
             try:
                 stopped = waiting.run.start(self.worker, self.description())
-            except Exception as exc:  # noqa: BLE001 - Redis away: the item thread reports it
-                waiting.done.set_result((RAN, exc))
+            except Exception as exc:  # noqa: BLE001 - Redis away
+                # Not started (no lease): it goes back untouched; a started one fails with the error.
+                log.warning("could not start item %s: %s", waiting.run.item_id, exc)
+                waiting.done.set_result((RAN, exc) if waiting.run.lease is not None else (REQUEUE, None))
                 continue
             self.pipeline.unhold(waiting.run)
             if stopped is not None:
@@ -215,6 +255,7 @@ class Lane(threading.Thread):
                 started.append(waiting)
         if not started:
             return
+        provider = self.providers.loaded[name]
         self.current = (started[0].run.item_id, time.time())
         began = time.monotonic()
         if len(started) == 1:
@@ -234,7 +275,11 @@ class Lane(threading.Thread):
         model_ms = batch_ms / len(started)
         self._tune_prefetch(batch_ms)
         self.current = None
-        out_of_memory = False
+        out_of_memory = device_fault = False
+        if len(results) != len(started):
+            results = [FatalError(f"{name} returned {len(results)} results for {len(started)} items")] * len(
+                started
+            )
         for waiting, result in zip(started, results, strict=True):
             if isinstance(result, RunResult):
                 meta = {"batch_size": len(started)} if len(started) > 1 else {}
@@ -242,8 +287,9 @@ class Lane(threading.Thread):
             else:
                 error = classify_model_error(result)
                 out_of_memory = out_of_memory or is_out_of_memory(error)
+                device_fault = device_fault or getattr(error, "code", None) == "cuda_error"
                 waiting.done.set_result((RAN, error))
-        self._after_memory_trouble(out_of_memory)
+        self._after_memory_trouble(out_of_memory, device_fault)
 
     def fetched(self, ms: float) -> None:
         """An item thread's time from receiving its message to holding the input."""
@@ -255,10 +301,8 @@ class Lane(threading.Thread):
         self.batch_ms = batch_ms if self.batch_ms is None else 0.8 * self.batch_ms + 0.2 * batch_ms
         if self.fetch_ms is None:
             return
-        low, high = runtime.prefetch_bounds()
-        batch = settings().worker_batch_size
         batches_ahead = math.ceil(self.fetch_ms / max(self.batch_ms, 1.0))
-        want = min(high, max(low, batch * batches_ahead))
+        want = min(self.prefetch_high, max(self.prefetch_low, self.batch * batches_ahead))
         if want != self.prefetch:
             log.info(
                 "lane %d prefetches %d items (fetch %.0f ms, batch %.0f ms)",
@@ -267,11 +311,15 @@ class Lane(threading.Thread):
                 self.fetch_ms,
                 self.batch_ms,
             )
-            self.pipeline.change_prefetch(want - self.prefetch)
             self.prefetch = want
+            self.pipeline.prefetch_changed()
 
-    def _after_memory_trouble(self, out_of_memory: bool) -> None:
-        """Free cached GPU memory after an OOM; after too many in a row, start a fresh process."""
+    def _after_memory_trouble(self, out_of_memory: bool, device_fault: bool = False) -> None:
+        """Free cached GPU memory after an OOM; after too many in a row, or after a device fault
+        (the CUDA context is unusable after one), start a fresh process."""
+        if device_fault:
+            self.pipeline.exit_for_fresh_process("a CUDA device fault")
+            return
         if not out_of_memory:
             self.consecutive_oom = 0
             return
@@ -291,19 +339,19 @@ class Pipeline:
 
     def __init__(self, devices: list[tuple[str, str | None]], queues: set[str]) -> None:
         self.queues = queues
+        self.lock = threading.Lock()
         self.lanes = [Lane(self, i, device, gpu) for i, (device, gpu) in enumerate(devices)]
-        threads = runtime.pipeline_threads(len(self.lanes))
+        threads = self.threads()
         self.committer = concurrent.futures.ThreadPoolExecutor(
             max_workers=threads * 2, thread_name_prefix="commit"
         )
         # Backpressure: an item thread waits (holding its message) while this many commits are running.
         self.commit_slots = threading.BoundedSemaphore(threads * 2)
         self.coord = Coordination(redis_client(settings().broker_url))
-        self.held: dict[str, ItemRun] = {}
+        # Keyed by the run itself: two deliveries of one item are two holds.
+        self.held: dict[int, ItemRun] = {}
         self.draining = False
         self.consumer: Any = None
-        self.gated: set[str] = set()
-        self._lock = threading.Lock()
         self._beat = threading.Thread(target=self._heartbeat, daemon=True, name="pipeline-heartbeat")
 
     def start(self) -> None:
@@ -329,35 +377,37 @@ class Pipeline:
 
     # --- item threads --------------------------------------------------------------------------
 
+    def threads(self) -> int:
+        """Item threads the pool needs: per lane, its running batch and the most it prefetches."""
+        return sum(lane.batch + lane.prefetch_high for lane in self.lanes)
+
     def run(self, run: ItemRun) -> dict[str, Any]:
         arrived = time.monotonic()
         # Held from the first moment: if this process dies, the reconciler gives the item back.
         self.hold(run)
-        try:
-            early = run.admit()
-        except BaseException:
-            self.unhold(run)
-            raise
-        if early is not None:
-            self.unhold(run)
-            return early
         lane = self._pick()
         if lane is None:
-            self.unhold(run)
-            self.close_gate()
+            # The Redis hold stays until it expires: should this process die before the message is
+            # back in the queue, the reconciler still publishes the item (a duplicate is harmless).
+            self.unhold(run, keep_in_redis=True)
+            self._sync_consuming()
             raise Reject("no lane of this worker can take items", requeue=True)
         try:
+            early = run.admit()
+            if early is not None:
+                return early
             run.fetch_input()
             lane.fetched((time.monotonic() - arrived) * 1000)
             waiting = Waiting(run)
             lane.inbox.put(waiting)
             kind, value = waiting.done.result()
         except BaseException:
-            self.unhold(run)
             run.close()
             raise
+        finally:
+            lane.assign(-1)
+            self.unhold(run, keep_in_redis=True)
         if kind == REQUEUE:
-            self.unhold(run)
             run.close()
             raise Reject("this worker cannot run the item now", requeue=True)
         if kind == STOPPED:
@@ -369,7 +419,11 @@ class Pipeline:
             finally:
                 run.close()
         self.commit_slots.acquire()
-        self.committer.submit(self._commit, run, *value)
+        try:
+            self.committer.submit(self._commit, run, *value)
+        except RuntimeError:
+            # The process is leaving (committer shut down): commit here rather than drop the result.
+            self._commit(run, *value)
         return {"outcome": "ran", "committing": True}
 
     def _commit(self, run: ItemRun, result: RunResult, model_ms: float, meta: dict[str, Any]) -> None:
@@ -385,24 +439,32 @@ class Pipeline:
             self.commit_slots.release()
 
     def _pick(self) -> Lane | None:
-        ready = [lane for lane in self.lanes if lane.state == "ready"]
-        if self.draining or not ready:
-            return None
-        return min(ready, key=Lane.queued)
+        """The ready lane with the fewest items handed to it; counted against it at once."""
+        with self.lock:
+            ready = [lane for lane in self.lanes if lane.state == "ready"]
+            if self.draining or not ready:
+                return None
+            lane = min(ready, key=lambda x: x.assigned)
+            lane.assigned += 1
+            return lane
 
     # --- holds: prefetched items whose worker might vanish -------------------------------------
 
     def hold(self, run: ItemRun) -> None:
-        with self._lock:
-            self.held[run.item_id] = run
+        with self.lock:
+            self.held[id(run)] = run
         try:
             self.coord.hold([(run.item_id, run.attempt)], self._hold_ttl())
         except Exception as exc:  # noqa: BLE001 - Redis away: its message is then lost with it anyway
             log.warning("could not record the hold of %s: %s", run.item_id, exc)
 
-    def unhold(self, run: ItemRun) -> None:
-        with self._lock:
-            if self.held.pop(run.item_id, None) is None:
+    def unhold(self, run: ItemRun, keep_in_redis: bool = False) -> None:
+        """Stop holding `run`: once it started (its lease takes over), or when it leaves this
+        process (`keep_in_redis`: then the Redis hold simply expires)."""
+        with self.lock:
+            if self.held.pop(id(run), None) is None or keep_in_redis:
+                return
+            if any((r.item_id, r.attempt) == (run.item_id, run.attempt) for r in self.held.values()):
                 return
         try:
             self.coord.unhold(run.item_id, run.attempt)
@@ -425,7 +487,7 @@ class Pipeline:
 
     def lane_changed(self) -> None:
         self.announce()
-        self._open_or_close_gate()
+        self._sync_consuming()
 
     def announce(self) -> None:
         """Each lane's device and state under the worker's name, for the queues view."""
@@ -451,93 +513,81 @@ class Pipeline:
         every = max(0.5, settings().heartbeat_s)
         while True:
             time.sleep(every)
-            with self._lock:
+            with self.lock:
                 held = [(run.item_id, run.attempt) for run in self.held.values()]
             try:
                 self.coord.hold(held, self._hold_ttl())
             except Exception as exc:  # noqa: BLE001 - Redis away: try again next beat
                 log.warning("could not renew holds: %s", exc)
             self.announce()
-            self._open_or_close_gate()
+            self._sync_consuming()
 
     def prefetch_count(self) -> int:
         """Messages this worker may hold: per lane, its running batch and what it prefetches."""
-        batch = settings().worker_batch_size
-        return sum(batch + lane.prefetch for lane in self.lanes)
+        return sum(lane.batch + lane.prefetch for lane in self.lanes)
 
-    def change_prefetch(self, delta: int) -> None:
-        # The consumer's event loop applies the new count (Celery's QoS is made for this).
+    def prefetch_changed(self) -> None:
+        # Celery's QoS is made for this: the consumer's event loop applies the new count.
         consumer = self.consumer
         if consumer is None or consumer.qos is None:
             return
-        if delta > 0:
-            consumer.qos.increment_eventually(delta)
-        else:
-            consumer.qos.decrement_eventually(-delta)
-        consumer.initial_prefetch_count = max(1, consumer.initial_prefetch_count + delta)
+        with self.lock:
+            target = self.prefetch_count()
+            delta = target - consumer.qos.value
+            if delta > 0:
+                consumer.qos.increment_eventually(delta)
+            elif delta < 0:
+                consumer.qos.decrement_eventually(-delta)
+            consumer.initial_prefetch_count = target
 
     def gate(self, consumer: Any) -> None:
-        """Called as the consumer starts (and restarts): stop consuming until a lane is ready."""
+        """As the consumer starts (and restarts), in its own thread: consume the GPU queues only
+        while a lane is ready."""
         self.consumer = consumer
-        if self.state() != "ready":
-            for name in sorted(self.queues):
+        for name in sorted(self.queues):
+            consuming = consumer.task_consumer.consuming_from(name)
+            if self.state() != "ready" and consuming:
                 consumer.cancel_task_queue(name)
-                self.gated.add(name)
-            log.info("holding queues %s until a model is loaded", sorted(self.gated))
+            elif self.state() == "ready" and not consuming:
+                consumer.add_task_queue(name)
+        if self.state() != "ready":
+            log.info("not consuming %s until a model is loaded (%s)", sorted(self.queues), self.state())
 
-    def _open_or_close_gate(self) -> None:
-        # Remote control through the broker: the consumer's own event loop makes the change.
-        if self.consumer is None:
+    def _sync_consuming(self) -> None:
+        """From any thread: bring what the consumer consumes in line with this worker's state;
+        the consumer's event loop makes the change (kombu's hub takes callbacks from threads)."""
+        consumer = self.consumer
+        if consumer is None or consumer.task_consumer is None:
             return
-        from tasks.celery_app import celery
-
-        state = self.state()
-        try:
-            if state == "ready" and self.gated:
-                for name in sorted(self.gated):
-                    celery.control.add_consumer(name, destination=[runtime.node_name], reply=False)
-                log.info("a model is loaded: consuming %s", sorted(self.gated))
-                self.gated.clear()
-            elif state in ("broken", "draining"):
-                self.close_gate()
-        except Exception as exc:  # noqa: BLE001 - broker away: the heartbeat tries again
-            log.warning("could not change what this worker consumes: %s", exc)
-
-    def close_gate(self) -> None:
-        """Stop consuming: this worker cannot take items (every lane broken, or leaving)."""
-        from tasks.celery_app import celery
-
-        with self._lock:
-            if self.gated or self.consumer is None:
-                return
-            self.gated = set(self.queues)
-        try:
-            for name in sorted(self.gated):
-                celery.control.cancel_consumer(name, destination=[runtime.node_name], reply=False)
-        except Exception as exc:  # noqa: BLE001 - broker away: nothing is consumed meanwhile either
-            log.warning("could not stop consuming: %s", exc)
-            return
-        log.warning("this worker no longer consumes %s (%s)", sorted(self.gated), self.state())
+        want = self.state() == "ready"
+        for name in sorted(self.queues):
+            if consumer.task_consumer.consuming_from(name) != want:
+                change = consumer.add_task_queue if want else consumer.cancel_task_queue
+                consumer.call_soon(change, name)
+                log.info("%s consuming %s (%s)", "starting" if want else "stopping", name, self.state())
 
     # --- shutdown ------------------------------------------------------------------------------
 
     def drain(self) -> None:
         """Warm shutdown: running items finish, prefetched ones go back to the queue."""
         self.draining = True
-        self.announce()
 
     def finish_commits(self) -> None:
         self.committer.shutdown(wait=True)
 
     def exit_for_fresh_process(self, reason: str) -> None:
-        """Give the prefetched items back, let commits finish, and exit non-zero: the supervisor
-        starts a process with a fresh CUDA context."""
+        """Give the prefetched items back, let running batches and commits finish, and exit
+        non-zero: the supervisor starts a process with a fresh CUDA context."""
         log.error("exiting for a fresh process: %s", reason)
         self.draining = True
-        self.close_gate()
+        self._sync_consuming()
 
         def leave() -> None:
-            time.sleep(1.0)  # the item threads hand their messages back meanwhile
+            deadline = time.monotonic() + LEAVE_PATIENCE_S
+            # Item threads hand prefetched messages back and running batches end meanwhile.
+            while time.monotonic() < deadline and any(lane.assigned or lane.current for lane in self.lanes):
+                time.sleep(0.1)
+            time.sleep(0.5)  # the consumer's loop sends the rejects
             self.committer.shutdown(wait=True)
             logging.shutdown()
             os._exit(EXIT_AFTER_OOM)

@@ -56,18 +56,6 @@ def is_gpu_worker(queues: set[str]) -> bool:
     return bool(queues) and queues <= GPU_QUEUES
 
 
-def prefetch_bounds() -> tuple[int, int]:
-    """Items a lane keeps fetched ahead of its running batch: at least the next batch."""
-    s = settings()
-    low = max(s.worker_prefetch, s.worker_batch_size)
-    return low, max(low, s.worker_max_prefetch)
-
-
-def pipeline_threads(lanes: int) -> int:
-    """Item threads a GPU worker needs: per lane, one batch running and the most it prefetches."""
-    return lanes * (settings().worker_batch_size + prefetch_bounds()[1])
-
-
 def lease_settings() -> tuple[float, float]:
     s = settings()
     return float(s.lease_ttl_s), float(s.heartbeat_s)

@@ -65,7 +65,7 @@ def _gpu_worker_pool(sender: Any = None, **_: Any) -> None:
     runtime.node_name = sender.hostname
     pipeline = lanes.start(queues, _requested_lanes)
     sender.pool_cls = "threads"
-    sender.concurrency = runtime.pipeline_threads(len(pipeline.lanes))
+    sender.concurrency = pipeline.threads()
     # The pipeline sets the prefetch count itself (tasks/lanes.py); Celery's own reduction after a
     # reconnect would fight it.
     sender.app.conf.worker_enable_prefetch_count_reduction = False
@@ -83,9 +83,10 @@ def _describe_pipeline(**_: Any) -> None:
             len(pipeline.lanes),
             ", ".join(lane.device for lane in pipeline.lanes),
             pipeline.state(),
-            runtime.pipeline_threads(len(pipeline.lanes)),
-            settings().worker_batch_size,
-            *runtime.prefetch_bounds(),
+            pipeline.threads(),
+            pipeline.lanes[0].batch,
+            pipeline.lanes[0].prefetch_low,
+            pipeline.lanes[0].prefetch_high,
         )
 
 
