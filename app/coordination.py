@@ -59,6 +59,24 @@ elseif not v then
 end
 return 0
 """
+# Start an item in one round trip: refuse if it was cancelled, a newer attempt was published or
+# this attempt already has its outcome; take the lease as _ACQUIRE does; append the `running` report;
+# drop the item's hold (the lease takes over).
+_START = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'cancelled' end
+local current = redis.call('GET', KEYS[2])
+if current and tonumber(current) > tonumber(ARGV[3]) then return 'superseded' end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 'superseded' end
+local v = redis.call('GET', KEYS[4])
+if v then
+  local held = tonumber(string.match(v, '^(%d+)|'))
+  if not held or held >= tonumber(ARGV[3]) then return 'held' end
+end
+redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[2])
+redis.call('XADD', KEYS[5], '*', 'r', ARGV[4])
+redis.call('ZREM', KEYS[6], ARGV[5])
+return 'started'
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -111,6 +129,7 @@ class Coordination:
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._start = client.register_script(_START)
 
     # Leases: one holder per item; the value carries the attempt so a stale delivery can tell.
     def acquire(self, item_id: str, attempt: int, holder: str, ttl_s: float) -> Lease | None:
@@ -118,9 +137,37 @@ class Coordination:
         ok = self._acquire(keys=[lease_key(item_id)], args=[lease.value, int(ttl_s * 1000), attempt])
         return lease if ok else None
 
+    def start(
+        self, item_id: str, attempt: int, holder: str, ttl_s: float, running: dict[str, Any]
+    ) -> tuple[str, Lease | None]:
+        """Take an item's lease and report it running, if it may start: ("started", lease), or
+        ("cancelled" | "superseded" | "held", None)."""
+        lease = Lease(item_id, attempt, f"{holder}|{time.time():.3f}")
+        keys = [
+            cancel_key(item_id),
+            attempt_key(item_id),
+            outcome_key(item_id, attempt),
+            lease_key(item_id),
+            REPORTS_KEY,
+            HELD_KEY,
+        ]
+        body = json.dumps(running, separators=(",", ":"))
+        args = [lease.value, int(ttl_s * 1000), attempt, body, f"{item_id}|{attempt}"]
+        answer = self._start(keys=keys, args=args)
+        answer = answer.decode() if isinstance(answer, bytes) else str(answer)
+        return answer, (lease if answer == "started" else None)
+
     def renew(self, lease: Lease, ttl_s: float) -> bool:
         keys = [lease_key(lease.item_id), attempt_key(lease.item_id)]
         return bool(self._renew(keys=keys, args=[lease.value, int(ttl_s * 1000), lease.attempt]))
+
+    def renew_many(self, leases: list[tuple[Lease, float]]) -> list[bool]:
+        """Renew several leases in one round trip; False for each that was lost."""
+        pipe = self.r.pipeline(transaction=False)
+        for lease, ttl_s in leases:
+            keys = [lease_key(lease.item_id), attempt_key(lease.item_id)]
+            self._renew(keys=keys, args=[lease.value, int(ttl_s * 1000), lease.attempt], client=pipe)
+        return [bool(v) for v in pipe.execute()]
 
     def release(self, lease: Lease) -> None:
         self._release(keys=[lease_key(lease.item_id)], args=[lease.value])

@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,7 +43,7 @@ from providers import (
 )
 from tasks import runtime
 from tasks.celery_app import celery
-from tasks.reports import publish_report
+from tasks.reports import make_report, publish_report
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.5
@@ -55,24 +56,57 @@ class LeaseLost(Exception):
     """Another delivery took this item over (our lease expired): stop quietly."""
 
 
-class Heartbeat(threading.Thread):
-    def __init__(self, coord: Coordination, lease: Lease, ttl_s: float, every_s: float) -> None:
-        super().__init__(daemon=True, name=f"lease-{lease.item_id[:8]}")
-        self.coord, self.lease, self.ttl_s, self.every_s = coord, lease, ttl_s, every_s
-        self.stopped = threading.Event()
-        self.lost = False
+@dataclass(eq=False)
+class HeldLease:
+    """A lease this process keeps renewed; `lost` once another delivery took the item over."""
 
-    def run(self) -> None:
-        while not self.stopped.wait(self.every_s):
-            try:
-                if not self.coord.renew(self.lease, self.ttl_s):
-                    self.lost = True
-                    return
-            except Exception as exc:  # noqa: BLE001 - Redis away: keep working, retry next beat
-                log.warning("lease renewal for %s failed: %s", self.lease.item_id, exc)
+    coord: Coordination
+    lease: Lease
+    ttl_s: float
+    lost: bool = False
+    stopped: bool = False
 
     def stop(self) -> None:
-        self.stopped.set()
+        self.stopped = True
+
+
+class LeaseKeeper:
+    """One thread renewing every lease this process holds, in one Redis round trip per beat (a
+    thread per item would cost its start-up on the path between two model runs)."""
+
+    def __init__(self) -> None:
+        self._held: set[HeldLease] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def keep(self, coord: Coordination, lease: Lease, ttl_s: float, every_s: float) -> HeldLease:
+        held = HeldLease(coord, lease, ttl_s)
+        with self._lock:
+            self._held.add(held)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True, name="leases")
+                self._thread.start()
+        return held
+
+    def _run(self, every_s: float) -> None:
+        while True:
+            time.sleep(every_s)
+            with self._lock:
+                self._held = {h for h in self._held if not h.stopped and not h.lost}
+                held = list(self._held)
+            if not held:
+                continue
+            try:
+                renewed = held[0].coord.renew_many([(h.lease, h.ttl_s) for h in held])
+            except Exception as exc:  # noqa: BLE001 - Redis away: keep working, retry next beat
+                log.warning("renewing %d leases failed: %s", len(held), exc)
+                continue
+            for h, ok in zip(held, renewed, strict=True):
+                if not ok and not h.stopped:
+                    h.lost = True
+
+
+LEASES = LeaseKeeper()
 
 
 def classify_model_error(exc: BaseException) -> BaseException:
@@ -151,7 +185,7 @@ class ItemRun:
         self.device = ""
         self.coord = Coordination(redis_client(settings().broker_url))
         self.store = get_storage()
-        self.heartbeat: Heartbeat | None = None
+        self.heartbeat: HeldLease | None = None
         self.lease: Lease | None = None
         # Counted from the start (a prefetched item may wait behind others first).
         self.deadline_s = float(payload.get("deadline_s") or settings().item_deadline_s)
@@ -160,6 +194,7 @@ class ItemRun:
         self.input_path: Path | None = None
         # A failure while fetching the input is reported once the item has started (it is `queued`).
         self.fetch_error: BaseException | None = None
+        self.ctx: RunContext | None = None
         self.started = 0.0
         self._last_progress = 0.0
         self._last_message: str | None = None  # where the run was, for the log when it stops
@@ -199,27 +234,29 @@ class ItemRun:
             self.fetch_error = exc
         else:
             self.input_path = path
+        # Made here, off the device's path (an S3 input URL is signed on the way).
+        self.ctx = self.context()
 
     def start(self, worker: str, device: str) -> dict[str, Any] | None:
-        """Take the lease and say running: None when started, else why this delivery stops here."""
+        """Take the lease and say running (one Redis round trip): None when started, else why this
+        delivery stops here."""
         self.worker, self.device = worker, device
-        cancelled, current, finished = self.coord.delivery_state(self.item_id, self.attempt)
-        if cancelled:
+        ttl, every = runtime.lease_settings()
+        # Appended by the same Redis call that takes the lease.
+        running = make_report(self.payload, "running", worker=self.worker, device=device)
+        answer, lease = self.coord.start(self.item_id, self.attempt, self.worker, ttl, running)
+        if answer == "cancelled":
             publish_report(self.payload, "cancelled", worker=self.worker)
             return {"outcome": "cancelled"}
-        if (current is not None and self.attempt < current) or finished:
-            return {"outcome": "skipped", "reason": "superseded while it waited"}
-        ttl, every = runtime.lease_settings()
-        lease = self.coord.acquire(self.item_id, self.attempt, self.worker, ttl)
         if lease is None:
-            log.info("item %s is held by another delivery; dropping this one", self.item_id)
-            return {"outcome": "skipped", "reason": "lease held elsewhere"}
+            log.info("item %s attempt %d not started here: %s", self.item_id, self.attempt, answer)
+            return {"outcome": "skipped", "reason": answer}
         self.lease = lease
-        self.heartbeat = Heartbeat(self.coord, lease, ttl, every)
-        self.heartbeat.start()
+        self.heartbeat = LEASES.keep(self.coord, lease, ttl, every)
         self.started = time.monotonic()
         self.deadline = time.time() + self.deadline_s
-        publish_report(self.payload, "running", worker=self.worker, device=device)
+        if self.ctx is not None:
+            self.ctx.deadline = self.deadline
         return None
 
     def context(self) -> RunContext:
@@ -243,7 +280,7 @@ class ItemRun:
         assert self.input_path is not None
         started = time.monotonic()
         try:
-            result = provider.run(self.input_path, self.spec, self.context())
+            result = provider.run(self.input_path, self.spec, self.ctx or self.context())
         except Exception as exc:
             raise classify_model_error(exc) from exc
         return result, (time.monotonic() - started) * 1000

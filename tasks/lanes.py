@@ -246,7 +246,8 @@ class Lane(threading.Thread):
                 log.warning("could not start item %s: %s", waiting.run.item_id, exc)
                 waiting.done.set_result((RAN, exc) if waiting.run.lease is not None else (REQUEUE, None))
                 continue
-            self.pipeline.unhold(waiting.run)
+            # Started: the start call dropped the Redis hold along with taking the lease.
+            self.pipeline.unhold(waiting.run, keep_in_redis=stopped is None)
             if stopped is not None:
                 waiting.done.set_result((STOPPED, stopped))
             elif waiting.run.fetch_error is not None:
@@ -261,11 +262,11 @@ class Lane(threading.Thread):
         if len(started) == 1:
             run = started[0].run
             try:
-                results: list[Any] = [provider.run(run.input_path, run.spec, run.context())]  # type: ignore[arg-type]
+                results: list[Any] = [provider.run(run.input_path, run.spec, run.ctx)]  # type: ignore[arg-type]
             except Exception as exc:  # noqa: BLE001 - typed below, reported by the item thread
                 results = [exc]
         else:
-            entries = [BatchEntry(w.run.input_path, w.run.spec, w.run.context()) for w in started]  # type: ignore[arg-type]
+            entries = [BatchEntry(w.run.input_path, w.run.spec, w.run.ctx) for w in started]  # type: ignore[arg-type]
             try:
                 results = provider.run_batch(entries)
             except Exception as exc:  # noqa: BLE001 - the whole batch failed alike

@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 RETRY_DELAYS = [0.5 + min(i, 5) * 0.5 for i in range(30)]
 
 
-def publish_report(payload: dict[str, Any], state: str, *, final: bool = False, **fields: Any) -> None:
-    report = {
+def make_report(payload: dict[str, Any], state: str, **fields: Any) -> dict[str, Any]:
+    return {
         "item_id": payload["item_id"],
         "job_id": payload["job_id"],
         "attempt": payload["attempt"],
@@ -31,6 +31,10 @@ def publish_report(payload: dict[str, Any], state: str, *, final: bool = False, 
         "at": time.time(),
         **fields,
     }
+
+
+def publish_report(payload: dict[str, Any], state: str, *, final: bool = False, **fields: Any) -> None:
+    report = make_report(payload, state, **fields)
     coord = Coordination(redis_client(settings().broker_url))
     for delay in [*RETRY_DELAYS, None]:
         try:
