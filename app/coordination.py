@@ -33,17 +33,6 @@ REPORTS_CONSUMER = "applier"
 CANCEL_TTL_S = 7 * 24 * 3600
 MEMO_TTL_S = 3 * 24 * 3600
 
-# Take an item's lease if it is free, or held by an older attempt: the control side publishes a
-# newer attempt only after it gave up on the older one (whose heartbeat then finds it lost).
-_ACQUIRE = """
-local v = redis.call('GET', KEYS[1])
-if v then
-  local held = tonumber(string.match(v, '^(%d+)|'))
-  if not held or held >= tonumber(ARGV[3]) then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
 # Renew only while we still hold it; re-take it if it vanished (Redis restarted) and nobody else has
 # it -- unless (KEYS[2], the item's attempt marker) a newer attempt has been published meanwhile.
 _RENEW = """
@@ -59,9 +48,10 @@ elseif not v then
 end
 return 0
 """
-# Start an item in one round trip: refuse if it was cancelled, a newer attempt was published or
-# this attempt already has its outcome; take the lease as _ACQUIRE does; append the `running` report;
-# drop the item's hold (the lease takes over).
+# Start an item in one round trip: refuse if it was cancelled, a newer attempt was published or this
+# attempt already has its outcome; take the lease if it is free or held by an older attempt (the
+# control side publishes a newer attempt only after giving up on the older one, whose renewal then
+# finds it lost); append the `running` report; drop the item's hold (the lease takes over).
 _START = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'cancelled' end
 local current = redis.call('GET', KEYS[2])
@@ -126,17 +116,11 @@ class Lease:
 class Coordination:
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
-        self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._start = client.register_script(_START)
 
     # Leases: one holder per item; the value carries the attempt so a stale delivery can tell.
-    def acquire(self, item_id: str, attempt: int, holder: str, ttl_s: float) -> Lease | None:
-        lease = Lease(item_id, attempt, f"{holder}|{time.time():.3f}")
-        ok = self._acquire(keys=[lease_key(item_id)], args=[lease.value, int(ttl_s * 1000), attempt])
-        return lease if ok else None
-
     def start(
         self, item_id: str, attempt: int, holder: str, ttl_s: float, running: dict[str, Any]
     ) -> tuple[str, Lease | None]:
@@ -156,10 +140,6 @@ class Coordination:
         answer = self._start(keys=keys, args=args)
         answer = answer.decode() if isinstance(answer, bytes) else str(answer)
         return answer, (lease if answer == "started" else None)
-
-    def renew(self, lease: Lease, ttl_s: float) -> bool:
-        keys = [lease_key(lease.item_id), attempt_key(lease.item_id)]
-        return bool(self._renew(keys=keys, args=[lease.value, int(ttl_s * 1000), lease.attempt]))
 
     def renew_many(self, leases: list[tuple[Lease, float]]) -> list[bool]:
         """Renew several leases in one round trip; False for each that was lost."""
