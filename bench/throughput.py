@@ -217,7 +217,11 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
     pool, conc = args.pool, args.concurrency
     common = {"n": n, "pool": pool, "concurrency": conc}
     with system(ctx, "throughput", workers=("control",)) as s:
-        s.start_worker("wan_local", pool=pool, concurrency=conc)
+        # A GPU-queue worker is one process with a lane per GPU; the same parallelism as the bare
+        # Celery worker's processes is one worker process per lane, as for a fast model per GPU.
+        item_workers = [f"wan_local_{i}" for i in range(conc)] if pool == "prefork" else ["wan_local"]
+        for name in item_workers:
+            s.start_worker("wan_local", name=name, concurrency=1 if pool == "prefork" else conc)
         keys = s.api.upload([png_bytes(i) for i in range(10)])
         sys_run = run_system(s, n, keys)
         sys_rate = n / sys_run["elapsed"]
@@ -233,7 +237,7 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         emit(BENCH, "system_db_done_s", sys_run["elapsed"], "s", n=n)
         emit(BENCH, "system_items_without_started_at", sys_run["without_started_at"], "items", n=n)
         # Only Redis stays up for the comparisons.
-        for name in ("wan_local", "control", "web"):
+        for name in (*item_workers, "control", "web"):
             s.stack.stop(name)
         bare_s, bare_cpu = run_bare(s, n, pool, conc)
         bare_rate = n / bare_s

@@ -302,8 +302,11 @@ class Lane(threading.Thread):
         self.batch_ms = batch_ms if self.batch_ms is None else 0.8 * self.batch_ms + 0.2 * batch_ms
         if self.fetch_ms is None:
             return
-        batches_ahead = math.ceil(self.fetch_ms / max(self.batch_ms, 1.0))
-        want = min(self.prefetch_high, max(self.prefetch_low, self.batch * batches_ahead))
+        ratio = self.fetch_ms / max(self.batch_ms, 1.0)
+        want = min(self.prefetch_high, max(self.prefetch_low, self.batch * math.ceil(ratio)))
+        # Grow at once; shrink only with a margin, so a ratio near a boundary does not flap.
+        if want < self.prefetch and self.batch * math.ceil(1.5 * ratio) >= self.prefetch:
+            return
         if want != self.prefetch:
             log.info(
                 "lane %d prefetches %d items (fetch %.0f ms, batch %.0f ms)",
