@@ -328,6 +328,7 @@ class ItemRun:
         body = json.dumps(manifest).encode()
         self._storage(f"write {key}", lambda: self.store.put_bytes(key, body, "application/json"))
         self._report_succeeded(manifest)
+        log.info("item %s attempt %d committed %d outputs", self.item_id, self.attempt, len(outputs))
         return {"outcome": "succeeded", "duration_ms": manifest["duration_ms"]}
 
     def fail(self, exc: BaseException) -> dict[str, Any]:
