@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 from providers.base import FatalError, JobSpec, ParamError
 from providers.wan import RESOLUTIONS, WanLimits, WanProvider, fit_size
+from tests.providers.test_provider_wan import count_frames
 
 pytestmark = pytest.mark.models
 
@@ -24,17 +24,6 @@ PRESETS = SCHEMA["resolution"].choices
 FEWEST, MOST = int(SCHEMA["num_frames"].minimum), int(SCHEMA["num_frames"].maximum)
 # A rotary table of 8 rows: 29 frames (8 latent frames) and 128-pixel sides (8 patches of 16).
 SMALL_ROPE = 8
-
-
-def frames_and_size(path: Path) -> tuple[int, tuple[int, int]]:
-    import imageio.v2 as imageio
-
-    reader = imageio.get_reader(str(path), format="FFMPEG")
-    try:
-        size = tuple(reader.get_meta_data()["size"])
-        return sum(1 for _ in reader), size
-    finally:
-        reader.close()
 
 
 def field_of(call) -> str:
@@ -56,7 +45,7 @@ def test_every_preset_runs_at_the_fewest_frames(preset, wan_provider, make_run, 
     result = wan_provider.run(input_image, spec, make_run().ctx())
     width, height, _, _ = fit_size(80, 60, RESOLUTIONS[preset], 16)
     assert (result.meta["width"], result.meta["height"]) == (width, height)
-    assert frames_and_size(result.outputs[0].path) == (FEWEST, (width, height))
+    assert count_frames(result.outputs[0].path) == (FEWEST, (width, height))
 
 
 def test_the_most_frames_run(wan_provider, make_run, input_image):
@@ -65,7 +54,7 @@ def test_the_most_frames_run(wan_provider, make_run, input_image):
     )
     result = wan_provider.run(input_image, spec, make_run().ctx())
     assert result.meta["num_frames"] == MOST
-    assert frames_and_size(result.outputs[0].path)[0] == MOST
+    assert count_frames(result.outputs[0].path)[0] == MOST
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -102,7 +91,7 @@ def test_an_extreme_aspect_ratio_is_padded_within_the_rotary_table(wan_provider,
     result = wan_provider.run(banner, spec, make_run().ctx())
     side = wan_provider.limits().max_side
     assert result.meta["width"] == side == 1024 * 16
-    assert frames_and_size(result.outputs[0].path)[0] == FEWEST
+    assert count_frames(result.outputs[0].path)[0] == FEWEST
 
 
 def test_impossible_sizes_are_refused_naming_the_field():
@@ -148,7 +137,7 @@ def test_a_smaller_model_runs_its_largest_sizes_and_refuses_larger(
     wan.load("cpu")
     assert wan.limits() == WanLimits(max_frames=29, max_side=128)
     longest = wan.validate(None, "p", None, {"num_frames": 29, "steps": 1})
-    assert frames_and_size(wan.run(input_image, longest, make_run().ctx()).outputs[0].path)[0] == 29
+    assert count_frames(wan.run(input_image, longest, make_run().ctx()).outputs[0].path)[0] == 29
 
     # 1000x4 in the 64x64 budget would be a 256x16 canvas: 16 patches wide, past the 8 rows.
     banner = tmp_path / "banner.png"
