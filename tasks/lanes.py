@@ -399,6 +399,8 @@ class Pipeline:
         try:
             early = run.admit()
             if early is not None:
+                # Nothing to give back (cancelled, stale or finished): the hold goes at once.
+                self.unhold(run)
                 return early
             run.fetch_input()
             lane.fetched((time.monotonic() - arrived) * 1000)
