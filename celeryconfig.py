@@ -72,6 +72,12 @@ beat_schedule = {
         "schedule": _s.reconcile_interval_s,
         "options": {"expires": 60},
     },
+    # Claims due webhook deliveries and hands them to the control process's sender pool.
+    "send-webhooks": {
+        "task": "control.send_webhooks",
+        "schedule": 1.0,
+        "options": {"expires": 2},
+    },
     "retention": {
         "task": "control.retention",
         "schedule": _s.retention_interval_s,

@@ -129,6 +129,16 @@ class Settings:
     worker_max_prefetch: int = 4
     preload_models: bool = True
     worker_max_consecutive_oom: int = 3
+    # Longest life of one job event stream (GET /api/v1/jobs/{id}/stream); EventSource reconnects.
+    stream_max_s: float = 600.0
+    # Webhooks (sent by the control worker): loopback/private/link-local destinations are refused
+    # unless allowed; the timeout of one delivery; delays between failed attempts (seconds; the item
+    # after the last one gives up); deliveries in flight per control process and per destination host.
+    webhook_allow_private: bool = False
+    webhook_timeout_s: float = 10.0
+    webhook_retry_delays_s: tuple[float, ...] = (1, 5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 36000)
+    webhook_concurrency: int = 16
+    webhook_per_host: int = 4
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -235,7 +245,20 @@ def load_settings() -> Settings:
         worker_max_prefetch=max(1, env_int("WORKER_MAX_PREFETCH", 4)),
         preload_models=env_bool("PRELOAD_MODELS", True),
         worker_max_consecutive_oom=max(1, env_int("WORKER_MAX_CONSECUTIVE_OOM", 3)),
+        stream_max_s=max(1.0, env_float("STREAM_MAX_S", 600.0)),
+        webhook_allow_private=env_bool("WEBHOOK_ALLOW_PRIVATE", False),
+        webhook_timeout_s=env_float("WEBHOOK_TIMEOUT_S", 10.0),
+        webhook_retry_delays_s=_delays(env_str("WEBHOOK_RETRY_DELAYS_S")) or Settings.webhook_retry_delays_s,
+        webhook_concurrency=max(1, env_int("WEBHOOK_CONCURRENCY", 16)),
+        webhook_per_host=max(1, env_int("WEBHOOK_PER_HOST", 4)),
     )
+
+
+def _delays(raw: str | None) -> tuple[float, ...]:
+    """WEBHOOK_RETRY_DELAYS_S: comma-separated seconds, e.g. "1,5,30"."""
+    if not raw:
+        return ()
+    return tuple(float(part) for part in raw.split(",") if part.strip())
 
 
 _settings: Settings | None = None

@@ -60,6 +60,11 @@ class User(db.Model):
     is_admin: Mapped[bool] = mapped_column(default=True)
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    # Signs this user's webhook deliveries (Standard Webhooks: "whsec_" + base64). Made on first use;
+    # after a rotation the previous secret also signs for a day, so receivers can switch over.
+    webhook_secret: Mapped[str | None] = mapped_column(String(100))
+    webhook_secret_previous: Mapped[str | None] = mapped_column(String(100))
+    webhook_secret_rotated_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class ApiToken(db.Model):
@@ -136,6 +141,9 @@ class Job(db.Model):
     waiting_reason: Mapped[str | None] = mapped_column(Text)
     # Set when the job was routed to another provider than asked for (WAN fallback).
     routed_from: Mapped[str | None] = mapped_column(String(50))
+    # Where to tell about this job's progress, and which events (webhooks.EVENTS) to send there.
+    webhook: Mapped[str | None] = mapped_column(Text)
+    webhook_events: Mapped[list[str] | None] = mapped_column(JSON)
     # Retention: when the outputs were removed, and when attempt directories other than each item's
     # recorded one were last swept (a retry that finishes the job again makes both due again).
     outputs_expired_at: Mapped[datetime | None] = mapped_column(Timestamp)
@@ -202,3 +210,38 @@ class Event(db.Model):
     attempt: Mapped[int | None] = mapped_column(Integer)
     worker: Mapped[str | None] = mapped_column(String(255))
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookDelivery(db.Model):
+    """One event to tell a job's webhook, and how telling it went (the outbox and the delivery log).
+
+    Rows are written in the transaction that makes the event happen, so an event is never lost nor
+    sent for a change that rolled back; the control side sends them, oldest first per job."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_job_id_id", "job_id", "id"),
+        Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # The `webhook-id` header: the same on every attempt, so receivers can drop duplicates.
+    msg_id: Mapped[str] = mapped_column(String(40), unique=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    item_id: Mapped[str | None] = mapped_column(String(36))
+    event: Mapped[str] = mapped_column(String(40))
+    url: Mapped[str] = mapped_column(Text)
+    # pending (to send, or being sent) -> delivered | failed (gave up; "redeliver" makes it pending)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Failed attempts since it was (re)queued: picks the next delay, and when to give up.
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    # The body, fixed at the first attempt so every attempt sends the same bytes.
+    payload: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_latency_ms: Mapped[float | None] = mapped_column(Float)
+    delivered_at: Mapped[datetime | None] = mapped_column(Timestamp)

@@ -96,6 +96,17 @@ def dispatch_job(job_id: str) -> int:
     return dispatch_items(job_id)
 
 
+@celery.task(name="control.send_webhooks", base=ControlTask, ignore_result=True, acks_late=False)
+def send_webhooks() -> int:
+    """Start sending the webhook deliveries that are due; the requests run on in this process's
+    pool after the task returns (app/services/webhook_delivery.py)."""
+    from flask import current_app
+
+    from app.services.webhook_delivery import sender
+
+    return sender(current_app._get_current_object()).tick()
+
+
 @celery.task(name="control.retention", base=ControlTask, acks_late=False)
 def retention() -> dict[str, int]:
     from app.services.retention import sweep

@@ -35,6 +35,7 @@ def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str
 
 
 NULLABLE_STR = {"type": ["string", "null"]}
+WEBHOOK_EVENTS = ["item.completed", "item.failed", "job.completed"]
 TIME = {"type": ["string", "null"], "format": "date-time"}
 
 SCHEMAS: dict[str, Any] = {
@@ -105,6 +106,8 @@ SCHEMAS: dict[str, Any] = {
             "created_at": TIME,
             "started_at": TIME,
             "finished_at": TIME,
+            "webhook": NULLABLE_STR,
+            "webhook_events": {"type": "array", "items": {"enum": WEBHOOK_EVENTS}},
             "items": {"type": "array", "items": _ref("Item")},
         },
     },
@@ -120,6 +123,53 @@ SCHEMAS: dict[str, Any] = {
             "params": {"type": "object"},
             "priority": {"enum": ["low", "normal", "high"]},
             "idempotency_key": {"type": "string", "maxLength": 200},
+            "webhook": {
+                "type": "string",
+                "format": "uri",
+                "description": "http(s) URL told about this job's events (Standard Webhooks, signed with "
+                "your secret: GET /account); internal addresses are refused",
+            },
+            "webhook_events": {
+                "type": "array",
+                "items": {"enum": WEBHOOK_EVENTS},
+                "minItems": 1,
+                "description": "default: job.completed",
+            },
+        },
+    },
+    "WebhookDelivery": {
+        "type": "object",
+        "required": ["id", "webhook_id", "event", "status", "attempts"],
+        "properties": {
+            "id": {"type": "integer"},
+            "webhook_id": {
+                "type": "string",
+                "description": "the webhook-id header, the same on every attempt",
+            },
+            "event": {"enum": WEBHOOK_EVENTS},
+            "item_id": NULLABLE_STR,
+            "url": {"type": "string"},
+            "status": {"enum": ["pending", "delivered", "failed"]},
+            "attempts": {"type": "integer"},
+            "last_attempt_at": TIME,
+            "last_status_code": {"type": ["integer", "null"]},
+            "last_error": NULLABLE_STR,
+            "last_latency_ms": {"type": ["number", "null"]},
+            "next_attempt_at": TIME,
+            "created_at": TIME,
+            "delivered_at": TIME,
+        },
+    },
+    "Account": {
+        "type": "object",
+        "required": ["email", "webhook_secret"],
+        "properties": {
+            "email": {"type": "string"},
+            "is_admin": {"type": "boolean"},
+            "webhook_secret": {
+                "type": "string",
+                "description": "whsec_ + base64: verifies webhook signatures",
+            },
         },
     },
 }
@@ -264,6 +314,50 @@ def spec() -> dict[str, Any]:
                     "200": {"description": "zip", "content": {"application/zip": {}}},
                     **_errors(401, 404),
                 },
+            }
+        },
+        "/jobs/{job_id}/webhooks": {
+            "get": {
+                "summary": "The job's webhook deliveries, oldest first, with how each went",
+                "parameters": [
+                    *job_id,
+                    _query("after", {"type": "integer", "minimum": 0}),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "webhook": NULLABLE_STR,
+                                "deliveries": {"type": "array", "items": _ref("WebhookDelivery")},
+                            },
+                        }
+                    ),
+                    **_errors(400, 401, 404),
+                },
+            }
+        },
+        "/jobs/{job_id}/webhooks/{delivery_id}/redeliver": {
+            "post": {
+                "summary": "Send a delivery again now (same webhook-id), with a fresh round of retries",
+                "parameters": [
+                    *job_id,
+                    {"name": "delivery_id", "in": "path", "required": True, "schema": {"type": "integer"}},
+                ],
+                "responses": {"200": _json(_ref("WebhookDelivery")), **_errors(401, 404)},
+            }
+        },
+        "/account": {
+            "get": {
+                "summary": "The token's user and the secret that signs their webhook deliveries",
+                "responses": {"200": _json(_ref("Account")), **_errors(401)},
+            }
+        },
+        "/account/webhook-secret": {
+            "post": {
+                "summary": "Rotate the webhook signing secret (the previous one also signs for 24 hours)",
+                "responses": {"200": _json(_ref("Account")), **_errors(401)},
             }
         },
         "/items/{item_id}": {

@@ -17,7 +17,7 @@ from app.config import settings
 from app.db import db
 from app.models import PRIORITIES, UNFINISHED, Asset, Item, Job, new_id, utcnow
 from app.providers import registry
-from app.services import policy
+from app.services import policy, webhooks
 from app.services.items import add_event, mark_queued, move_item, move_job_items, settle_job
 from app.storage_factory import get_storage
 from providers import ParamError, get_provider
@@ -39,6 +39,8 @@ class Submission:
     params: Any = None
     priority: str | None = None
     idempotency_key: str | None = None
+    webhook: Any = None
+    webhook_events: Any = None
 
 
 def _check_inputs(inputs: Any) -> list[str]:
@@ -93,6 +95,7 @@ def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
     if sub.model is not None and not isinstance(sub.model, str):
         raise ParamError("model", "model must be a string")
     spec = provider.validate(sub.model, sub.prompt, sub.prompts, sub.params or {})
+    webhook, webhook_events = webhooks.parse_subscription(sub.webhook, sub.webhook_events)
     inputs = _check_inputs(sub.inputs)
     routed_from, fallback_reason = None, None
     if provider.name == "wan_local" and (fallback_reason := policy.wan_fallback_reason()):
@@ -115,6 +118,8 @@ def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
         created_by=user_id,
         idempotency_key=sub.idempotency_key,
         routed_from=routed_from,
+        webhook=webhook,
+        webhook_events=webhook_events,
     )
     db.session.add(job)
     now = utcnow()

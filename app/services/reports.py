@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.db import db
 from app.models import Event, Item, utcnow
+from app.services import webhooks
 from app.services.items import log_event, settle_job
 
 log = logging.getLogger(__name__)
@@ -240,6 +241,8 @@ def _apply(reports: list[dict[str, Any]]) -> list[Applied]:
             raise Conflict(f"{len(params) - result.rowcount} of {len(params)} items changed meanwhile")
     if events:
         db.session.execute(insert(Event), events)
+        # Webhook deliveries for these changes commit (or roll back) with them.
+        webhooks.record((e["job_id"], e["kind"], e["item_id"], e["to_status"]) for e in events)
         for e in events:
             log_event(
                 **{k: e[k] for k in ("job_id", "kind", "item_id", "from_status", "to_status")},

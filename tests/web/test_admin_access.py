@@ -112,7 +112,7 @@ def test_every_unsafe_route_refuses_a_session_without_the_token(ui: System, admi
     unsafe = [(m, r) for m, r in routes(ui) if m in ("POST", "PUT", "PATCH", "DELETE")]
     for method, rule in unsafe:
         path = rule.replace("<job_id>", job_id).replace("<item_id>", item["id"])
-        path = path.replace("<path:key>", item["input_key"])
+        path = path.replace("<path:key>", item["input_key"]).replace("<int:delivery_id>", "1")
         assert "<" not in path, rule
         r = admin.s.request(method, admin.base + path, allow_redirects=False, timeout=30)
         assert r.status_code == 403, (method, rule, r.status_code)

@@ -1,11 +1,13 @@
-"""Signing in and out. Users are made with `flask --app web create-user EMAIL`."""
+"""Signing in and out, and the account page. Users are made with `flask --app web create-user EMAIL`."""
 
 from __future__ import annotations
 
 import math
 
-from flask import Response, redirect, render_template, request, url_for
+from flask import Response, flash, redirect, render_template, request, url_for
 
+from app.db import db
+from app.services import webhooks
 from app.services.users import check_password, get_user
 from web.auth import login_session, logout_session, safe_next, session_user
 from web.ratelimit import login_limiter
@@ -51,3 +53,19 @@ def login() -> Response | str | tuple[str, int]:
 def logout() -> Response:
     logout_session()
     return redirect(url_for("admin.login"))
+
+
+@bp.get("/account")
+def account() -> str:
+    user = session_user()
+    secret = webhooks.secret_of(user)
+    db.session.commit()
+    return render_template("account.html", user=user, secret=secret, events=webhooks.EVENTS)
+
+
+@bp.post("/account/webhook-secret")
+def rotate_webhook_secret() -> Response:
+    webhooks.rotate_secret(session_user())
+    db.session.commit()
+    flash("New signing secret made. The previous one also signs deliveries for the next 24 hours.", "success")
+    return redirect(url_for("admin.account"))

@@ -13,9 +13,9 @@ from app.config import QUEUES, settings
 from app.db import db
 from app.models import ITEM_STATUSES, Item, Job
 from app.providers import registry
+from app.serializers import job_progress
 from app.services.policy import in_flight_runway_cost
 from app.services.queues import lanes_by_worker, online_workers, queue_depths, workers_by_queue
-from web.serializers import job_progress
 from web.views import bp
 
 

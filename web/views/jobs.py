@@ -13,18 +13,21 @@ from flask import Response, abort, flash, redirect, render_template, request, ur
 from sqlalchemy import select, tuple_
 
 from app.db import db
-from app.models import ITEM_STATUSES, PRIORITIES, Event, Item, Job
+from app.models import ITEM_STATUSES, PRIORITIES, Event, Item, Job, WebhookDelivery
 from app.providers import registry
+from app.serializers import job_json, job_progress
 from app.services import jobs as job_service
+from app.services import webhook_delivery
 from providers import ParamError
 from web.auth import session_user
-from web.serializers import job_json, job_progress
 from web.views import bp
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 JOBS_PAGE_SIZE = 25
 ITEMS_PAGE_SIZE = 100
 EVENTS_PAGE_SIZE = 200
+# Webhook deliveries shown on a job page (the latest); the API lists them all.
+WEBHOOK_LOG_ROWS = 50
 
 
 # --- new job ------------------------------------------------------------------------------
@@ -259,8 +262,20 @@ def job_page(job_id: str) -> str:
         query = query.where(Item.status == item_status)
     items = list(db.session.scalars(query.order_by(Item.idx).offset(offset).limit(ITEMS_PAGE_SIZE)))
     data = job_json(job, items)
+    deliveries: list[WebhookDelivery] = []
+    if job.webhook:
+        deliveries = list(
+            db.session.scalars(
+                select(WebhookDelivery)
+                .where(WebhookDelivery.job_id == job.id)
+                .order_by(WebhookDelivery.id.desc())
+                .limit(WEBHOOK_LOG_ROWS + 1)
+            )
+        )
     return render_template(
         "job.html",
+        deliveries=list(reversed(deliveries[:WEBHOOK_LOG_ROWS])),
+        more_deliveries=len(deliveries) > WEBHOOK_LOG_ROWS,
         job=job,
         data=data,
         items=data["items"],
@@ -276,6 +291,18 @@ def job_page(job_id: str) -> str:
             "admin.job_page", job_id=job.id, page=page if page > 1 else None, item_status=item_status or None
         ),
     )
+
+
+@bp.post("/jobs/<job_id>/webhooks/<int:delivery_id>/redeliver")
+def redeliver_webhook(job_id: str, delivery_id: int) -> Response:
+    job = _job_or_404(job_id)
+    delivery = db.session.get(WebhookDelivery, delivery_id)
+    if delivery is None or delivery.job_id != job.id:
+        abort(404, f"job {job_id} has no webhook delivery {delivery_id}")
+    webhook_delivery.redeliver(delivery)
+    db.session.commit()
+    flash(f"{delivery.event} will be sent again (same webhook-id).", "success")
+    return _back_to_job(job)
 
 
 def _back_to_job(job: Job) -> Response:

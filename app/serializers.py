@@ -188,6 +188,8 @@ def job_json(
         "cancelled_at": iso(job.cancelled_at),
         "waiting_reason": job.waiting_reason,
         "routed_from": job.routed_from,
+        "webhook": job.webhook,
+        "webhook_events": job.webhook_events or [],
     }
     if items is not None:
         progress = live_progress({i.id: i.attempt for i in items if i.status == "running"})
@@ -195,3 +197,24 @@ def job_json(
         if running_progress is None:
             data["progress"] = job_progress(job, sum(progress.values()))
     return data
+
+
+def delivery_json(d: Any) -> dict[str, Any]:
+    """A webhook delivery and how it went (the job's delivery log)."""
+    return {
+        "id": d.id,
+        "webhook_id": d.msg_id,
+        "event": d.event,
+        "item_id": d.item_id,
+        "url": d.url,
+        "status": d.status,
+        "attempts": d.attempts,
+        "last_attempt_at": iso(d.last_attempt_at),
+        "last_status_code": d.last_status_code,
+        "last_error": d.last_error,
+        "last_latency_ms": d.last_latency_ms,
+        # While pending: when the next attempt is due (or, while one is being sent, its claim's end).
+        "next_attempt_at": iso(d.next_attempt_at) if d.status == "pending" else None,
+        "created_at": iso(d.created_at),
+        "delivered_at": iso(d.delivered_at),
+    }

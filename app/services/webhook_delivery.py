@@ -1,0 +1,258 @@
+"""Sending webhook deliveries from the control side.
+
+`Sender.tick()` runs every second on the control worker (beat). It claims the deliveries that are
+due, one per job at a time and oldest first (so a job's events arrive in order), and hands them to
+a thread pool; the tick itself returns at once, so a slow receiver never holds up the control queue.
+A claim is a lease written to the row (`next_attempt_at` moved past the request's timeout): if the
+process dies mid-request the delivery comes due again and is sent with the same `webhook-id`.
+
+Isolation between receivers: a bounded pool per process, and at most `webhook_per_host` requests
+in flight per destination (host:port), so one receiver that hangs takes a few threads for at most
+the timeout, never the pool. Redirects are not followed (a 3xx is a failed attempt), and the
+destination is checked again before every attempt, after resolving its name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.orm import aliased, joinedload
+
+from app.config import settings
+from app.db import db
+from app.models import Item, Job, User, WebhookDelivery, utcnow
+from app.serializers import iso, item_json, job_json
+from app.services.webhooks import DestinationRefused, check_destination, signature, signing_secrets
+
+log = logging.getLogger(__name__)
+
+# How long past the request's timeout a claimed delivery stays claimed.
+CLAIM_MARGIN_S = 60.0
+USER_AGENT = "bulkgen-webhooks/1"
+
+
+@dataclass
+class Claimed:
+    id: int
+    msg_id: str
+    url: str
+    body: str
+    keys: list[str]
+
+
+@dataclass
+class Outcome:
+    status_code: int | None
+    error: str | None
+    latency_ms: float
+    give_up: bool = False  # the destination is refused: retrying cannot help
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def destination(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or ''}"
+
+
+def _payload(d: WebhookDelivery) -> str:
+    """The body: the event and the job or item as the API shows it, fixed at the first attempt."""
+    if d.item_id is not None:
+        item = db.session.get(Item, d.item_id)
+        data: dict[str, Any] = item_json(item) if item is not None else {"id": d.item_id, "job_id": d.job_id}
+    else:
+        job = db.session.get(Job, d.job_id, options=[joinedload(Job.creator)])
+        data = job_json(job) if job is not None else {"id": d.job_id}
+    body = {"type": d.event, "timestamp": iso(d.created_at), "data": data}
+    return json.dumps(body, separators=(",", ":"), default=str)
+
+
+def claim(limit: int, busy: Counter[str], per_host: int) -> list[Claimed]:
+    """Claim up to `limit` due deliveries, the oldest pending one of each job, skipping hosts that
+    already have `per_host` requests in flight here. Commits the claims."""
+    now = utcnow()
+    earlier = aliased(WebhookDelivery)
+    blocked = (
+        select(earlier.id)
+        .where(
+            earlier.job_id == WebhookDelivery.job_id,
+            earlier.status == "pending",
+            earlier.id < WebhookDelivery.id,
+        )
+        .exists()
+    )
+    rows = list(
+        db.session.scalars(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now, ~blocked)
+            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+            .limit(limit * 4)
+            .with_for_update(skip_locked=True, of=WebhookDelivery)
+        )
+    )
+    lease = timedelta(seconds=settings().webhook_timeout_s + CLAIM_MARGIN_S)
+    taken: list[Claimed] = []
+    users: dict[int | None, User | None] = {}
+    for d in rows:
+        host = destination(d.url)
+        if len(taken) >= limit or busy[host] >= per_host:
+            continue
+        busy[host] += 1
+        if d.payload is None:
+            d.payload = _payload(d)
+        job_user = db.session.scalar(select(Job.created_by).where(Job.id == d.job_id))
+        if job_user not in users:
+            users[job_user] = db.session.get(User, job_user) if job_user is not None else None
+        user = users[job_user]
+        keys = signing_secrets(user) if user is not None else []
+        d.next_attempt_at = now + lease
+        taken.append(Claimed(d.id, d.msg_id, d.url, d.payload, keys))
+    db.session.commit()
+    return taken
+
+
+def send(c: Claimed, timeout_s: float) -> Outcome:
+    """One attempt: POST the body, signed, without following redirects."""
+    started = time.monotonic()
+    try:
+        check_destination(c.url)
+    except DestinationRefused as exc:
+        return Outcome(None, str(exc), 0.0, give_up=True)
+    timestamp = int(time.time())
+    headers = {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "webhook-id": c.msg_id,
+        "webhook-timestamp": str(timestamp),
+    }
+    if c.keys:
+        headers["webhook-signature"] = signature(c.msg_id, timestamp, c.body, c.keys)
+    try:
+        response = requests.post(
+            c.url, data=c.body.encode(), headers=headers, timeout=timeout_s, allow_redirects=False
+        )
+        response.close()
+        latency = (time.monotonic() - started) * 1000
+        error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+        return Outcome(response.status_code, error, latency)
+    except requests.RequestException as exc:
+        return Outcome(None, f"{type(exc).__name__}: {exc}"[:500], (time.monotonic() - started) * 1000)
+
+
+def record_outcome(delivery_id: int, outcome: Outcome) -> str:
+    """Write one attempt's outcome; returns the delivery's new status."""
+    now = utcnow()
+    d = db.session.get(WebhookDelivery, delivery_id, with_for_update=True)
+    if d is None:
+        return "gone"
+    d.attempts += 1
+    d.last_attempt_at = now
+    d.last_status_code = outcome.status_code
+    d.last_error = outcome.error
+    d.last_latency_ms = round(outcome.latency_ms, 1)
+    if outcome.ok:
+        d.status = "delivered"
+        d.delivered_at = now
+    else:
+        d.failures += 1
+        delays = settings().webhook_retry_delays_s
+        if outcome.give_up or d.failures > len(delays):
+            d.status = "failed"
+        else:
+            # A little jitter so deliveries that failed together do not all come back at once.
+            delay = delays[d.failures - 1] * random.uniform(0.9, 1.1)
+            d.next_attempt_at = now + timedelta(seconds=delay)
+    status = d.status
+    db.session.commit()
+    log.info(
+        "webhook %s %s attempt %d: %s (%.0f ms) -> %s",
+        d.msg_id,
+        d.event,
+        d.attempts,
+        outcome.status_code or outcome.error,
+        outcome.latency_ms,
+        status,
+    )
+    return status
+
+
+def redeliver(delivery: WebhookDelivery) -> None:
+    """Send a delivery again (same webhook-id), now, with a fresh round of retries."""
+    delivery.status = "pending"
+    delivery.failures = 0
+    delivery.next_attempt_at = utcnow()
+
+
+class Sender:
+    """A control process's pool of webhook requests (one per process, shared by its ticks)."""
+
+    def __init__(self, app: Flask) -> None:
+        s = settings()
+        self.app = app
+        self.capacity = s.webhook_concurrency
+        self.per_host = s.webhook_per_host
+        self.timeout_s = s.webhook_timeout_s
+        self.pool = ThreadPoolExecutor(max_workers=self.capacity, thread_name_prefix="webhook")
+        self.lock = threading.Lock()
+        self.busy: Counter[str] = Counter()
+        self.in_flight = 0
+
+    def tick(self) -> int:
+        """Claim what is due and start sending it; returns how many were started."""
+        with self.lock:
+            room = self.capacity - self.in_flight
+            busy = Counter(self.busy)
+        if room <= 0:
+            return 0
+        claimed = claim(room, busy, self.per_host)
+        for c in claimed:
+            with self.lock:
+                self.in_flight += 1
+                self.busy[destination(c.url)] += 1
+            self.pool.submit(self._deliver, c)
+        return len(claimed)
+
+    def _deliver(self, c: Claimed) -> None:
+        try:
+            outcome = send(c, self.timeout_s)
+            with self.app.app_context():
+                try:
+                    record_outcome(c.id, outcome)
+                finally:
+                    db.session.remove()
+        except Exception:  # noqa: BLE001 - the claim expires and the delivery is sent again
+            log.exception("webhook delivery %s failed unexpectedly", c.msg_id)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+                host = destination(c.url)
+                self.busy[host] -= 1
+                if self.busy[host] <= 0:
+                    del self.busy[host]
+
+
+_sender: Sender | None = None
+_sender_lock = threading.Lock()
+
+
+def sender(app: Flask) -> Sender:
+    global _sender
+    with _sender_lock:
+        if _sender is None:
+            _sender = Sender(app)
+        return _sender
