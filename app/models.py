@@ -231,6 +231,9 @@ class WebhookDelivery(db.Model):
     item_id: Mapped[str | None] = mapped_column(String(36))
     event: Mapped[str] = mapped_column(String(40))
     url: Mapped[str] = mapped_column(Text)
+    # host:port of the URL: the sender caps requests in flight per destination, and skips a
+    # destination at its cap when it claims, so a receiver that hangs cannot crowd out the others.
+    destination: Mapped[str] = mapped_column(String(300))
     # pending (to send, or being sent) -> delivered | failed (gave up; "redeliver" makes it pending)
     status: Mapped[str] = mapped_column(String(20), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)

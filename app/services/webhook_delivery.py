@@ -24,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 from flask import Flask
@@ -49,6 +48,7 @@ class Claimed:
     id: int
     msg_id: str
     url: str
+    destination: str
     body: str
     keys: list[str]
 
@@ -65,11 +65,6 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-def destination(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port or ''}"
-
-
 def _payload(d: WebhookDelivery) -> str:
     """The body: the event and the job or item as the API shows it, fixed at the first attempt."""
     if d.item_id is not None:
@@ -83,8 +78,8 @@ def _payload(d: WebhookDelivery) -> str:
 
 
 def claim(limit: int, busy: Counter[str], per_host: int) -> list[Claimed]:
-    """Claim up to `limit` due deliveries, the oldest pending one of each job, skipping hosts that
-    already have `per_host` requests in flight here. Commits the claims."""
+    """Claim up to `limit` due deliveries, the oldest pending one of each job, skipping destinations
+    that already have `per_host` requests in flight here. Commits the claims."""
     now = utcnow()
     earlier = aliased(WebhookDelivery)
     blocked = (
@@ -96,12 +91,16 @@ def claim(limit: int, busy: Counter[str], per_host: int) -> list[Claimed]:
         )
         .exists()
     )
+    full = [host for host, n in busy.items() if n >= per_host]
+    query = select(WebhookDelivery).where(
+        WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now, ~blocked
+    )
+    if full:
+        query = query.where(WebhookDelivery.destination.not_in(full))
     rows = list(
         db.session.scalars(
-            select(WebhookDelivery)
-            .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now, ~blocked)
-            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
-            .limit(limit * 4)
+            query.order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+            .limit(limit * 2)
             .with_for_update(skip_locked=True, of=WebhookDelivery)
         )
     )
@@ -109,10 +108,9 @@ def claim(limit: int, busy: Counter[str], per_host: int) -> list[Claimed]:
     taken: list[Claimed] = []
     users: dict[int | None, User | None] = {}
     for d in rows:
-        host = destination(d.url)
-        if len(taken) >= limit or busy[host] >= per_host:
+        if len(taken) >= limit or busy[d.destination] >= per_host:
             continue
-        busy[host] += 1
+        busy[d.destination] += 1
         if d.payload is None:
             d.payload = _payload(d)
         job_user = db.session.scalar(select(Job.created_by).where(Job.id == d.job_id))
@@ -121,7 +119,7 @@ def claim(limit: int, busy: Counter[str], per_host: int) -> list[Claimed]:
         user = users[job_user]
         keys = signing_secrets(user) if user is not None else []
         d.next_attempt_at = now + lease
-        taken.append(Claimed(d.id, d.msg_id, d.url, d.payload, keys))
+        taken.append(Claimed(d.id, d.msg_id, d.url, d.destination, d.payload, keys))
     db.session.commit()
     return taken
 
@@ -223,7 +221,7 @@ class Sender:
         for c in claimed:
             with self.lock:
                 self.in_flight += 1
-                self.busy[destination(c.url)] += 1
+                self.busy[c.destination] += 1
             self.pool.submit(self._deliver, c)
         return len(claimed)
 
@@ -240,10 +238,9 @@ class Sender:
         finally:
             with self.lock:
                 self.in_flight -= 1
-                host = destination(c.url)
-                self.busy[host] -= 1
-                if self.busy[host] <= 0:
-                    del self.busy[host]
+                self.busy[c.destination] -= 1
+                if self.busy[c.destination] <= 0:
+                    del self.busy[c.destination]
 
 
 _sender: Sender | None = None

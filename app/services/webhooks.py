@@ -56,6 +56,12 @@ def _internal(address: str) -> bool:
     return not ip.is_global or ip.is_multicast
 
 
+def destination(url: str) -> str:
+    """host:port of a webhook URL (what per-destination limits count)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"[:300]
+
+
 def check_destination(url: str, allow_private: bool | None = None) -> list[str]:
     """Raise DestinationRefused unless `url` is an http(s) URL whose host resolves only to public
     addresses (or private ones are allowed). Returns the addresses it resolved to.
@@ -157,6 +163,7 @@ def record(changes: Iterable[tuple[str, str, str | None, str | None]]) -> int:
             "item_id": item_id,
             "event": event,
             "url": subscribed[job_id].webhook,
+            "destination": destination(subscribed[job_id].webhook),
             "status": "pending",
             "attempts": 0,
             "failures": 0,

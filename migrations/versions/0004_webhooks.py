@@ -34,6 +34,7 @@ def upgrade():
         sa.Column('item_id', sa.String(length=36), nullable=True),
         sa.Column('event', sa.String(length=40), nullable=False),
         sa.Column('url', sa.Text(), nullable=False),
+        sa.Column('destination', sa.String(length=300), nullable=False),
         sa.Column('status', sa.String(length=20), nullable=False),
         sa.Column('attempts', sa.Integer(), nullable=False),
         sa.Column('failures', sa.Integer(), nullable=False),

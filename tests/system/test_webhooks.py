@@ -81,8 +81,9 @@ class Receiver:
 @pytest.fixture(scope="module")
 def hooks(systems: SystemFactory) -> System:
     # The receivers are on loopback, which only the override allows. A long timeout keeps the hanging
-    # receiver's request in flight while other deliveries go out.
-    env = {"WEBHOOK_ALLOW_PRIVATE": "1", "WEBHOOK_TIMEOUT_S": "60"}
+    # receiver's request in flight while other deliveries go out; a short retry schedule (three
+    # retries) lets a test see a delivery given up.
+    env = {"WEBHOOK_ALLOW_PRIVATE": "1", "WEBHOOK_TIMEOUT_S": "60", "WEBHOOK_RETRY_DELAYS_S": "1,2,2"}
     return systems.start("webhooks", workers=("control", "wan_local"), env=env)
 
 
@@ -181,6 +182,32 @@ def test_retried_with_the_same_webhook_id_until_it_succeeds(hooks: System, recei
     assert r.status_code == 200 and r.json()["status"] == "pending", r.text
     again = receiver.wait_for("/flaky", 4)
     assert again[-1]["headers"]["webhook-id"] == got[0]["headers"]["webhook-id"]
+
+
+def test_given_up_after_the_schedule_then_redelivered(hooks: System, receiver: Receiver) -> None:
+    receiver.fail_first["/down"] = 5  # the schedule allows 1 + 3 attempts
+    keys = hooks.api.upload(distinct_pngs(1, seed=425))
+    job = hooks.api.submit(keys, webhook=f"{receiver.url}/down")
+    receiver.wait_for("/down", 4)
+    deadline = time.monotonic() + 30
+    while (log := _deliveries(hooks, job["id"])[0])["status"] == "pending" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert log["status"] == "failed" and log["attempts"] == 4, log
+    assert (
+        log["last_status_code"] == 500 and log["last_error"] == "HTTP 500" and log["next_attempt_at"] is None
+    )
+    time.sleep(3)
+    assert len(receiver.at("/down")) == 4
+    r = hooks.api.post(f"/api/v1/jobs/{job['id']}/webhooks/{log['id']}/redeliver")
+    assert r.status_code == 200, r.text
+    receiver.wait_for("/down", 5)  # the fifth answer is a 500 too, the sixth a 200
+    receiver.wait_for("/down", 6)
+    deadline = time.monotonic() + 30
+    while (log := _deliveries(hooks, job["id"])[0])["status"] != "delivered" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert log["status"] == "delivered" and log["attempts"] == 6, log
+    r = hooks.api.post(f"/api/v1/jobs/{job['id']}/webhooks/999999999/redeliver")
+    assert r.status_code == 404, r.text
 
 
 def test_a_hanging_receiver_does_not_delay_another(hooks: System, receiver: Receiver) -> None:
