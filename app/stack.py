@@ -192,7 +192,9 @@ class Stack:
             cwd=str(Path(__file__).resolve().parent.parent),
         )
 
-    def start_web(self, workers: int = 2, threads: int = 4) -> Proc:
+    def start_web(self, workers: int = 2, threads: int = 16) -> Proc:
+        # gthread: workers x threads requests at once; an open job stream or a `Prefer: wait`
+        # request holds a thread (not a database connection) while it waits: docs/deploy.md.
         argv = [
             sys.executable,
             "-m",

@@ -14,7 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import api_latency, bulk_submit, duty, overhead, recovery, scale, throughput
+from bench import api_latency, bulk_submit, duty, overhead, recovery, scale, throughput, wait
 from bench.common import FIGURES, common_args, context, emit, note, table
 
 BENCHMARKS = {
@@ -25,6 +25,7 @@ BENCHMARKS = {
     "overhead": overhead,
     "duty": duty,
     "scale": scale,
+    "wait": wait,
 }
 
 

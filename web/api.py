@@ -14,9 +14,11 @@ from app import storage as storage_mod
 from app.config import QUEUES, settings
 from app.db import db
 from app.images import ImageRejected, input_key, inspect_image
-from app.models import ITEM_STATUSES, Asset, Item, Job
+from app.models import ITEM_STATUSES, Asset, Item, Job, WebhookDelivery
 from app.providers import registry
+from app.serializers import ITEM_COLUMNS, delivery_json, item_json, job_json
 from app.services import jobs as job_service
+from app.services import webhook_delivery, webhooks
 from app.services.queues import (
     lanes_by_worker,
     online_workers,
@@ -26,9 +28,9 @@ from app.services.queues import (
 )
 from app.storage_factory import get_storage
 from providers import ParamError
+from web import live
 from web.auth import api_auth_required
 from web.errors import ApiError, not_found
-from web.serializers import ITEM_COLUMNS, item_json, job_json
 from web.zipstream import zip_outputs
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -170,10 +172,17 @@ def create_job() -> tuple[Response, int]:
         params=body.get("params"),
         priority=body.get("priority"),
         idempotency_key=body.get("idempotency_key"),
+        webhook=body.get("webhook"),
+        webhook_events=body.get("webhook_events"),
     )
     job, created = job_service.create_job(sub, g.user.id)
+    wait = live.prefer_wait()
+    if wait:  # answer when the job finishes or after `wait` s, holding no database connection meanwhile
+        job_id = job.id
+        live.wait_for_job(job_id, wait)
+        job = _get_job(job_id)
     db.session.refresh(job)
-    return jsonify(job_json(job)), 201 if created else 200
+    return live.applied(jsonify(job_json(job)), wait), 201 if created else 200
 
 
 def _encode_cursor(job: Job) -> str:
@@ -211,9 +220,12 @@ def list_jobs() -> Response:
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
-    job = _get_job(job_id)
     limit = _int_arg("items_limit", ITEMS_PAGE, 0, 10000)
     offset = _int_arg("items_offset", 0, 0, 10_000_000)
+    wait = live.prefer_wait()
+    if wait:  # answer when the job finishes or after `wait` s, holding no database connection meanwhile
+        live.wait_for_job(job_id, wait)
+    job = _get_job(job_id)
     query = select(*ITEM_COLUMNS).where(Item.job_id == job.id)
     item_status = request.args.get("item_status")
     if item_status:
@@ -222,7 +234,22 @@ def get_job(job_id: str) -> Response:
     data = job_json(job, items)
     data["items_offset"] = offset
     data["items_next_offset"] = offset + limit if offset + limit < job.total and len(items) == limit else None
-    return jsonify(data)
+    return live.applied(jsonify(data), wait)
+
+
+@bp.get("/jobs/<job_id>/stream")
+def job_stream(job_id: str) -> Response:
+    """Server-Sent Events: job snapshots, changed items and live progress until the job finishes."""
+    job = _get_job(job_id)
+    offset = _int_arg("items_offset", 0, 0, 10_000_000)
+    limit = _int_arg("items_limit", ITEMS_PAGE, 0, 10000)
+    return live.stream_response(job.id, offset, limit)
+
+
+@bp.get("/stream")
+def changes_stream() -> Response:
+    """Server-Sent Events: `changed` with the ids of jobs whose counts or status changed."""
+    return live.changes_response()
 
 
 @bp.get("/jobs/<job_id>/events")
@@ -311,6 +338,51 @@ def download_job(job_id: str) -> Response:
     response = Response(stream_with_context(zip_outputs(get_storage(), entries)), mimetype="application/zip")
     response.headers["Content-Disposition"] = f'attachment; filename="job-{job.id[:8]}.zip"'
     return response
+
+
+# --- webhooks -----------------------------------------------------------------------------
+
+
+@bp.get("/jobs/<job_id>/webhooks")
+def job_webhooks(job_id: str) -> Response:
+    """The job's webhook deliveries, oldest first (`after` pages by id)."""
+    job = _get_job(job_id)
+    after = _int_arg("after", 0, 0, 2**62)
+    limit = _int_arg("limit", 100, 1, 1000)
+    rows = db.session.scalars(
+        select(WebhookDelivery)
+        .where(WebhookDelivery.job_id == job.id, WebhookDelivery.id > after)
+        .order_by(WebhookDelivery.id)
+        .limit(limit)
+    )
+    return jsonify({"webhook": job.webhook, "deliveries": [delivery_json(d) for d in rows]})
+
+
+@bp.post("/jobs/<job_id>/webhooks/<int:delivery_id>/redeliver")
+def redeliver_webhook(job_id: str, delivery_id: int) -> Response:
+    job = _get_job(job_id)
+    delivery = db.session.get(WebhookDelivery, delivery_id)
+    if delivery is None or delivery.job_id != job.id:
+        raise not_found("webhook delivery", str(delivery_id))
+    webhook_delivery.redeliver(delivery)
+    db.session.commit()
+    return jsonify(delivery_json(delivery))
+
+
+@bp.get("/account")
+def account() -> Response:
+    """Who the token belongs to, and the secret that signs their webhook deliveries."""
+    secret = webhooks.secret_of(g.user)
+    db.session.commit()
+    return jsonify({"email": g.user.email, "is_admin": g.user.is_admin, "webhook_secret": secret})
+
+
+@bp.post("/account/webhook-secret")
+def rotate_webhook_secret() -> Response:
+    """A new signing secret; the previous one keeps signing alongside it for 24 hours."""
+    secret = webhooks.rotate_secret(g.user)
+    db.session.commit()
+    return jsonify({"email": g.user.email, "is_admin": g.user.is_admin, "webhook_secret": secret})
 
 
 # --- overview -----------------------------------------------------------------------------

@@ -35,6 +35,10 @@ def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str
 
 
 NULLABLE_STR = {"type": ["string", "null"]}
+WAIT_NOTE = (
+    "With `Prefer: wait=N` (N up to 60) the answer comes when the job has finished or after N "
+    "seconds, whichever is first, with `Preference-Applied: wait=N`; N above 60 is treated as 60."
+)
 WEBHOOK_EVENTS = ["item.completed", "item.failed", "job.completed"]
 TIME = {"type": ["string", "null"], "format": "date-time"}
 
@@ -235,6 +239,7 @@ def spec() -> dict[str, Any]:
         "/jobs": {
             "post": {
                 "summary": "Submit a job: one item per input",
+                "description": WAIT_NOTE,
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": _ref("NewJob")}},
@@ -270,6 +275,7 @@ def spec() -> dict[str, Any]:
         "/jobs/{job_id}": {
             "get": {
                 "summary": "A job with its items (paged with items_offset / items_limit)",
+                "description": WAIT_NOTE,
                 "parameters": [
                     *job_id,
                     _query(
@@ -279,6 +285,37 @@ def spec() -> dict[str, Any]:
                     _query("item_status", {"enum": STATUSES}),
                 ],
                 "responses": {"200": _json(_ref("Job")), **_errors(400, 401, 404)},
+            }
+        },
+        "/jobs/{job_id}/stream": {
+            "get": {
+                "summary": "Live job updates as Server-Sent Events, until the job finishes",
+                "description": "Events: `job` (the job as GET /jobs/{id} shows it; on connect with the "
+                "window's items), `items` (items of the window that changed), `progress` (running items' "
+                "progress, about once a second). Each `id:` is the newest event-log id sent: reconnect "
+                "with `Last-Event-ID` (or `last_event_id`) to get only what changed since. The stream "
+                "ends after the final snapshot, or after STREAM_MAX_S (EventSource reconnects).",
+                "parameters": [
+                    *job_id,
+                    _query("items_offset", {"type": "integer", "minimum": 0}),
+                    _query("items_limit", {"type": "integer", "minimum": 0, "maximum": 10000}),
+                    _query("last_event_id", {"type": "integer", "minimum": 0}),
+                ],
+                "responses": {
+                    "200": {"description": "an event stream", "content": {"text/event-stream": {}}},
+                    **_errors(400, 401, 404),
+                },
+            }
+        },
+        "/stream": {
+            "get": {
+                "summary": "Server-Sent Events naming the jobs whose counts or status changed",
+                "description": '`changed` events (`{"jobs": [ids], "count": n}`, at most about one a '
+                "second) and keep-alive comments; for pages and tools that show many jobs.",
+                "responses": {
+                    "200": {"description": "an event stream", "content": {"text/event-stream": {}}},
+                    **_errors(401),
+                },
             }
         },
         "/jobs/{job_id}/events": {

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 
 from app.db import db
 from app.models import FINISHED, ITEM_STATUSES, Event, Item, Job, status_counts, utcnow
+from app.services import notify, webhooks
 
 log = logging.getLogger("bulkgen.state")
 
@@ -44,6 +45,7 @@ def add_event(
         )
     )
     log_event(job_id, kind, item_id, from_status, to_status, attempt=attempt, worker=worker, detail=detail)
+    webhooks.record([(job_id, kind, item_id, to_status)])
 
 
 def log_event(
@@ -227,6 +229,7 @@ def settle_job(job_id: str, deltas: dict[str, int] | None = None) -> None:
     One locked read-modify-write of the job row, taken after the caller's item rows (the lock
     order every writer keeps). FOR NO KEY UPDATE, as an UPDATE of non-key columns takes: it does
     not conflict with the key-share locks that inserting events takes."""
+    notify.mark_job_changed(db.session, job_id)  # published after the commit (app/services/notify.py)
     moves = {f"n_{status}": getattr(Job, f"n_{status}") + d for status, d in (deltas or {}).items() if d}
     if moves:
         row = db.session.execute(

@@ -22,12 +22,12 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import requests
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import aliased, joinedload
 
 from app.config import settings
@@ -40,12 +40,15 @@ log = logging.getLogger(__name__)
 
 # How long past the request's timeout a claimed delivery stays claimed.
 CLAIM_MARGIN_S = 60.0
+# A job's deliveries claimed at once after one went through (sent one after another).
+RUN = 10
 USER_AGENT = "bulkgen-webhooks/1"
 
 
 @dataclass
 class Claimed:
     id: int
+    job_id: str
     msg_id: str
     url: str
     destination: str
@@ -104,24 +107,77 @@ def claim(limit: int, busy: Counter[str], per_host: int) -> list[Claimed]:
             .with_for_update(skip_locked=True, of=WebhookDelivery)
         )
     )
-    lease = timedelta(seconds=settings().webhook_timeout_s + CLAIM_MARGIN_S)
-    taken: list[Claimed] = []
-    users: dict[int | None, User | None] = {}
+    chosen = []
     for d in rows:
-        if len(taken) >= limit or busy[d.destination] >= per_host:
-            continue
-        busy[d.destination] += 1
+        if len(chosen) < limit and busy[d.destination] < per_host:
+            busy[d.destination] += 1
+            chosen.append(d)
+    return _take(chosen, now)
+
+
+def claim_run(job_id: str, limit: int = RUN) -> list[Claimed]:
+    """After a delivery of `job_id` went through: claim the job's next pending deliveries, in order,
+    as long as they are due. The caller sends them one after another. Commits."""
+    now = utcnow()
+    rows = list(
+        db.session.scalars(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.job_id == job_id, WebhookDelivery.status == "pending")
+            .order_by(WebhookDelivery.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    run = []
+    for d in rows:
+        due = d.next_attempt_at
+        if due.tzinfo is None:  # SQLite hands back naive UTC datetimes
+            due = due.replace(tzinfo=now.tzinfo)
+        if due > now:  # not due (or claimed elsewhere): stop
+            break
+        run.append(d)
+    return _take(run, now)
+
+
+def _take(rows: list[WebhookDelivery], now: datetime) -> list[Claimed]:
+    """Claim `rows`: fix each body, pick the signing keys, and lease each for as long as the ones
+    before it in the list may take. Commits."""
+    timeout = settings().webhook_timeout_s
+    taken: list[Claimed] = []
+    users: dict[str, list[str]] = {}
+    for position, d in enumerate(rows):
         if d.payload is None:
             d.payload = _payload(d)
-        job_user = db.session.scalar(select(Job.created_by).where(Job.id == d.job_id))
-        if job_user not in users:
-            users[job_user] = db.session.get(User, job_user) if job_user is not None else None
-        user = users[job_user]
-        keys = signing_secrets(user) if user is not None else []
-        d.next_attempt_at = now + lease
-        taken.append(Claimed(d.id, d.msg_id, d.url, d.destination, d.payload, keys))
+        if d.job_id not in users:
+            creator = db.session.scalar(select(Job.created_by).where(Job.id == d.job_id))
+            user = db.session.get(User, creator) if creator is not None else None
+            users[d.job_id] = signing_secrets(user) if user is not None else []
+        d.next_attempt_at = now + timedelta(seconds=timeout * (position + 1) + CLAIM_MARGIN_S)
+        taken.append(Claimed(d.id, d.job_id, d.msg_id, d.url, d.destination, d.payload, users[d.job_id]))
     db.session.commit()
     return taken
+
+
+def release(claimed: list[Claimed]) -> None:
+    """Give back claims that will not be sent now (they come due at once; the caller commits)."""
+    if claimed:
+        db.session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_([c.id for c in claimed]), WebhookDelivery.status == "pending")
+            .values(next_attempt_at=utcnow())
+        )
+
+
+_local = threading.local()
+
+
+def _http() -> requests.Session:
+    """A session per sender thread: a job's deliveries go one after another to one receiver, so
+    keeping its connection alive saves a handshake each."""
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = requests.Session()
+    return session
 
 
 def send(c: Claimed, timeout_s: float) -> Outcome:
@@ -141,7 +197,7 @@ def send(c: Claimed, timeout_s: float) -> Outcome:
     if c.keys:
         headers["webhook-signature"] = signature(c.msg_id, timestamp, c.body, c.keys)
     try:
-        response = requests.post(
+        response = _http().post(
             c.url, data=c.body.encode(), headers=headers, timeout=timeout_s, allow_redirects=False
         )
         response.close()
@@ -153,7 +209,7 @@ def send(c: Claimed, timeout_s: float) -> Outcome:
 
 
 def record_outcome(delivery_id: int, outcome: Outcome) -> str:
-    """Write one attempt's outcome; returns the delivery's new status."""
+    """Write one attempt's outcome (the caller commits); returns the delivery's new status."""
     now = utcnow()
     d = db.session.get(WebhookDelivery, delivery_id, with_for_update=True)
     if d is None:
@@ -176,7 +232,6 @@ def record_outcome(delivery_id: int, outcome: Outcome) -> str:
             delay = delays[d.failures - 1] * random.uniform(0.9, 1.1)
             d.next_attempt_at = now + timedelta(seconds=delay)
     status = d.status
-    db.session.commit()
     log.info(
         "webhook %s %s attempt %d: %s (%.0f ms) -> %s",
         d.msg_id,
@@ -226,14 +281,26 @@ class Sender:
         return len(claimed)
 
     def _deliver(self, c: Claimed) -> None:
+        """Send `c`; while that works, go straight on with the same job's next due deliveries (a
+        job's deliveries go one at a time, and waiting for the next tick would cap a job at one a
+        second). This thread's slot for the destination carries over to them."""
+        queue = [c]
         try:
-            outcome = send(c, self.timeout_s)
-            with self.app.app_context():
-                try:
-                    record_outcome(c.id, outcome)
-                finally:
-                    db.session.remove()
-        except Exception:  # noqa: BLE001 - the claim expires and the delivery is sent again
+            while queue:
+                current = queue.pop(0)
+                outcome = send(current, self.timeout_s)
+                with self.app.app_context():
+                    try:
+                        status = record_outcome(current.id, outcome)
+                        if status != "delivered":
+                            release(queue)  # they wait behind this one, which retries later
+                            queue = []
+                        db.session.commit()
+                        if status == "delivered" and not queue:
+                            queue = claim_run(current.job_id)
+                    finally:
+                        db.session.remove()
+        except Exception:  # noqa: BLE001 - the claims expire and the deliveries are sent again
             log.exception("webhook delivery %s failed unexpectedly", c.msg_id)
         finally:
             with self.lock:

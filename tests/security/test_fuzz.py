@@ -17,7 +17,8 @@ from tests.conftest import SystemFactory
 # Over the suite's 600 s default: the run itself is bounded by the subprocess timeout below.
 @pytest.mark.timeout(960)
 def test_schemathesis_finds_no_server_errors(systems: SystemFactory, tmp_path: Path) -> None:
-    sysm = systems.start("fuzz", workers=("control",))
+    # Event streams close after STREAM_MAX_S: short here, so each generated stream request ends.
+    sysm = systems.start("fuzz", workers=("control",), env={"STREAM_MAX_S": "2"})
     cli = shutil.which("st", path=str(Path(sys.executable).parent)) or "st"
     result = subprocess.run(
         [

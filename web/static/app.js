@@ -96,27 +96,66 @@
   }
 
   // Re-render a server-rendered region in place: fetch this page again and swap the region's content.
+  // With data-stream, re-render when the server says a job changed (Server-Sent Events), plus every
+  // data-idle-refresh seconds for what changes without a job (workers joining); without it, or when the
+  // stream cannot be opened, every `every` ms.
   function liveRegion(region, every) {
-    const tick = async () => {
-      if (!document.hidden) {
-        try {
-          const res = await fetch(location.href, { headers: { Accept: "text/html" }, cache: "no-store" });
-          if (res.redirected && new URL(res.url).pathname === "/login") {
-            location.reload();
-            return;
-          }
-          if (res.ok) {
-            const doc = new DOMParser().parseFromString(await res.text(), "text/html");
-            const fresh = doc.getElementById(region.id);
-            if (fresh && fresh.innerHTML !== region.innerHTML) region.innerHTML = fresh.innerHTML;
-          }
-        } catch {
-          // Offline for a moment: the next tick tries again.
+    const render = async () => {
+      try {
+        const res = await fetch(location.href, { headers: { Accept: "text/html" }, cache: "no-store" });
+        if (res.redirected && new URL(res.url).pathname === "/login") {
+          location.reload();
+          return;
         }
+        if (res.ok) {
+          const doc = new DOMParser().parseFromString(await res.text(), "text/html");
+          const fresh = doc.getElementById(region.id);
+          if (fresh && fresh.innerHTML !== region.innerHTML) region.innerHTML = fresh.innerHTML;
+        }
+      } catch {
+        // Offline for a moment: the next change or tick tries again.
       }
+    };
+    const poll = () => {
+      const tick = async () => {
+        if (!document.hidden) await render();
+        setTimeout(tick, every);
+      };
       setTimeout(tick, every);
     };
-    setTimeout(tick, every);
+    const url = region.dataset.stream;
+    if (!url || !window.EventSource) {
+      poll();
+      return;
+    }
+    let missed = false;
+    let polling = false;
+    const source = new EventSource(url);
+    source.addEventListener("changed", () => {
+      if (document.hidden) missed = true;
+      else render();
+    });
+    source.addEventListener("error", () => {
+      // A stream that ended is reopened by the browser; one refused (or never opened) is closed for good.
+      if (source.readyState === EventSource.CLOSED && !polling) {
+        polling = true;
+        poll();
+      }
+    });
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden && missed) {
+        missed = false;
+        render();
+      }
+    });
+    const idle = Number(region.dataset.idleRefresh || 0) * 1000;
+    if (idle) {
+      const slow = async () => {
+        if (!document.hidden && !polling) await render();
+        setTimeout(slow, idle);
+      };
+      setTimeout(slow, idle);
+    }
   }
 
   // --- images: browse, select, upload -------------------------------------------------------
@@ -422,7 +461,7 @@
         );
       }
       const tbody = $("#items tbody");
-      if (!tbody) return;
+      if (!tbody || !job.items) return;
       const seen = new Set();
       let previous = null;
       for (const item of job.items) {
@@ -474,8 +513,77 @@
       }
       setTimeout(poll, document.hidden ? Math.max(delay, 5000) : delay);
     };
+
+    // Changed items from the stream: update the rows of this page (other items are not shown here).
+    const updateRows = (items) => {
+      for (const item of items) {
+        const row = document.getElementById(`item-${item.id}`);
+        if (!row) continue;
+        if (row.dataset.sig !== signature(item)) {
+          const holder = document.createElement("tbody");
+          holder.innerHTML = rowHtml(item, back);
+          row.replaceWith(holder.firstElementChild);
+        } else if (item.status === "running") {
+          const fill = $(".status-cell .bar > span", row);
+          if (fill) fill.style.width = `${Math.round(item.progress * 1000) / 10}%`;
+        }
+      }
+    };
+    const showProgress = (progress) => {
+      for (const [id, fraction] of Object.entries(progress.items)) {
+        const fill = $(`#item-${CSS.escape(id)} .status-cell .bar > span`);
+        if (fill) fill.style.width = `${Math.round(fraction * 1000) / 10}%`;
+      }
+      const pct = Math.round(progress.progress * 1000) / 10;
+      $("span", $("#job-bar")).style.width = `${pct}%`;
+      $("#job-bar").setAttribute("aria-valuenow", String(Math.round(pct)));
+      $("#job-percent").textContent = `${Math.round(progress.progress * 100)}%`;
+    };
+
+    // Live updates: the job's event stream (GET /api/v1/jobs/{id}/stream); polling when it breaks.
+    // The server ends a stream after STREAM_MAX_S: a stream that worked is opened again from the last
+    // event id; one that fails before it opens (blocked, refused, no EventSource) falls back to polling.
+    let lastEventId = null;
+    let reopened = 0;
+    const stream = () => {
+      const params = new URLSearchParams({ items_offset: offset, items_limit: limit });
+      if (lastEventId !== null) params.set("last_event_id", lastEventId);
+      const source = new EventSource(`/api/v1/jobs/${encodeURIComponent(jobId)}/stream?${params}`);
+      let opened = false;
+      const remember = (event) => {
+        if (event.lastEventId) lastEventId = event.lastEventId;
+      };
+      source.onopen = () => {
+        opened = true;
+        note.textContent = "";
+      };
+      source.addEventListener("job", (event) => {
+        remember(event);
+        const job = JSON.parse(event.data);
+        apply(job);
+        if (FINAL.includes(job.status)) source.close(); // finished: actions on this page reload it
+      });
+      source.addEventListener("items", (event) => {
+        remember(event);
+        updateRows(JSON.parse(event.data).items);
+      });
+      source.addEventListener("progress", (event) => showProgress(JSON.parse(event.data)));
+      source.onerror = () => {
+        source.close();
+        if (opened && reopened < 20) {
+          reopened += 1;
+          setTimeout(stream, 1000);
+        } else {
+          setTimeout(poll, 1000);
+        }
+      };
+    };
+
     const status = $("#job-status .badge")?.textContent.trim();
-    if (!FINAL.includes(status)) setTimeout(poll, 1000);
+    if (FINAL.includes(status)) return;
+    // A filtered list (item_status) changes membership as items move: that view keeps polling.
+    if (window.EventSource && !itemStatus) stream();
+    else setTimeout(poll, 1000);
   }
 
   // --- event log ----------------------------------------------------------------------------
