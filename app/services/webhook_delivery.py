@@ -33,7 +33,7 @@ from sqlalchemy.orm import aliased, joinedload
 from app.config import settings
 from app.db import db
 from app.models import Item, Job, User, WebhookDelivery, utcnow
-from app.serializers import iso, item_json, job_json
+from app.serializers import ITEM_COLUMNS, iso, item_json, job_json
 from app.services.webhooks import DestinationRefused, check_destination, signature, signing_secrets
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 # How long past the request's timeout a claimed delivery stays claimed.
 CLAIM_MARGIN_S = 60.0
 # A job's deliveries claimed at once after one went through (sent one after another).
-RUN = 10
+RUN = 20
 USER_AGENT = "bulkgen-webhooks/1"
 
 
@@ -68,16 +68,27 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-def _payload(d: WebhookDelivery) -> str:
-    """The body: the event and the job or item as the API shows it, fixed at the first attempt."""
-    if d.item_id is not None:
-        item = db.session.get(Item, d.item_id)
-        data: dict[str, Any] = item_json(item) if item is not None else {"id": d.item_id, "job_id": d.job_id}
-    else:
-        job = db.session.get(Job, d.job_id, options=[joinedload(Job.creator)])
-        data = job_json(job) if job is not None else {"id": d.job_id}
-    body = {"type": d.event, "timestamp": iso(d.created_at), "data": data}
-    return json.dumps(body, separators=(",", ":"), default=str)
+def _fix_payloads(rows: list[WebhookDelivery]) -> None:
+    """Give each row without one its body: the event and the job or item as the API shows it, fixed
+    at the first attempt. Items are read in one query."""
+    todo = [d for d in rows if d.payload is None]
+    item_ids = sorted({d.item_id for d in todo if d.item_id is not None})
+    items = (
+        {row.id: row for row in db.session.execute(select(*ITEM_COLUMNS).where(Item.id.in_(item_ids)))}
+        if item_ids
+        else {}
+    )
+    for d in todo:
+        if d.item_id is not None:
+            item = items.get(d.item_id)
+            data: dict[str, Any] = (
+                item_json(item) if item is not None else {"id": d.item_id, "job_id": d.job_id}
+            )
+        else:
+            job = db.session.get(Job, d.job_id, options=[joinedload(Job.creator)])
+            data = job_json(job) if job is not None else {"id": d.job_id}
+        body = {"type": d.event, "timestamp": iso(d.created_at), "data": data}
+        d.payload = json.dumps(body, separators=(",", ":"), default=str)
 
 
 def claim(limit: int, busy: Counter[str], per_host: int) -> list[Claimed]:
@@ -145,9 +156,8 @@ def _take(rows: list[WebhookDelivery], now: datetime) -> list[Claimed]:
     timeout = settings().webhook_timeout_s
     taken: list[Claimed] = []
     users: dict[str, list[str]] = {}
+    _fix_payloads(rows)
     for position, d in enumerate(rows):
-        if d.payload is None:
-            d.payload = _payload(d)
         if d.job_id not in users:
             creator = db.session.scalar(select(Job.created_by).where(Job.id == d.job_id))
             user = db.session.get(User, creator) if creator is not None else None
@@ -208,39 +218,54 @@ def send(c: Claimed, timeout_s: float) -> Outcome:
         return Outcome(None, f"{type(exc).__name__}: {exc}"[:500], (time.monotonic() - started) * 1000)
 
 
-def record_outcome(delivery_id: int, outcome: Outcome) -> str:
-    """Write one attempt's outcome (the caller commits); returns the delivery's new status."""
-    now = utcnow()
-    d = db.session.get(WebhookDelivery, delivery_id, with_for_update=True)
-    if d is None:
+def record_outcomes(results: list[tuple[Claimed, Outcome]]) -> str:
+    """Write attempts' outcomes (the caller commits); returns the last one's new status."""
+    if not results:
         return "gone"
-    d.attempts += 1
-    d.last_attempt_at = now
-    d.last_status_code = outcome.status_code
-    d.last_error = outcome.error
-    d.last_latency_ms = round(outcome.latency_ms, 1)
-    if outcome.ok:
-        d.status = "delivered"
-        d.delivered_at = now
-    else:
-        d.failures += 1
-        delays = settings().webhook_retry_delays_s
-        if outcome.give_up or d.failures > len(delays):
-            d.status = "failed"
+    now = utcnow()
+    rows = {
+        d.id: d
+        for d in db.session.scalars(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.id.in_([c.id for c, _ in results]))
+            .order_by(WebhookDelivery.id)
+            .with_for_update()
+        )
+    }
+    status = "gone"
+    delays = settings().webhook_retry_delays_s
+    for c, outcome in results:
+        d = rows.get(c.id)
+        if d is None:  # its job was deleted meanwhile
+            status = "gone"
+            continue
+        d.attempts += 1
+        d.last_attempt_at = now
+        d.last_status_code = outcome.status_code
+        d.last_error = outcome.error
+        d.last_latency_ms = round(outcome.latency_ms, 1)
+        if outcome.ok:
+            d.status = "delivered"
+            d.delivered_at = now
         else:
-            # A little jitter so deliveries that failed together do not all come back at once.
-            delay = delays[d.failures - 1] * random.uniform(0.9, 1.1)
-            d.next_attempt_at = now + timedelta(seconds=delay)
-    status = d.status
-    log.info(
-        "webhook %s %s attempt %d: %s (%.0f ms) -> %s",
-        d.msg_id,
-        d.event,
-        d.attempts,
-        outcome.status_code or outcome.error,
-        outcome.latency_ms,
-        status,
-    )
+            d.failures += 1
+            if outcome.give_up or d.failures > len(delays):
+                d.status = "failed"
+            else:
+                # A little jitter so deliveries that failed together do not all come back at once.
+                delay = delays[d.failures - 1] * random.uniform(0.9, 1.1)
+                d.next_attempt_at = now + timedelta(seconds=delay)
+        status = d.status
+        if not outcome.ok:
+            log.info(
+                "webhook %s %s attempt %d: %s (%.0f ms) -> %s",
+                d.msg_id,
+                d.event,
+                d.attempts,
+                outcome.status_code or outcome.error,
+                outcome.latency_ms,
+                status,
+            )
     return status
 
 
@@ -281,23 +306,28 @@ class Sender:
         return len(claimed)
 
     def _deliver(self, c: Claimed) -> None:
-        """Send `c`; while that works, go straight on with the same job's next due deliveries (a
-        job's deliveries go one at a time, and waiting for the next tick would cap a job at one a
-        second). This thread's slot for the destination carries over to them."""
-        queue = [c]
+        """Send `c`; while that works, go straight on with the same job's next due deliveries, a run
+        at a time (a job's deliveries go one at a time, and waiting for the next tick would cap a job
+        at one a second). A run's outcomes are written in one transaction, with the next run's claim.
+        This thread's slot for the destination carries over to them."""
+        run = [c]
         try:
-            while queue:
-                current = queue.pop(0)
-                outcome = send(current, self.timeout_s)
+            while run:
+                results: list[tuple[Claimed, Outcome]] = []
+                for current in run:
+                    outcome = send(current, self.timeout_s)
+                    results.append((current, outcome))
+                    if not outcome.ok:
+                        break
                 with self.app.app_context():
                     try:
-                        status = record_outcome(current.id, outcome)
-                        if status != "delivered":
-                            release(queue)  # they wait behind this one, which retries later
-                            queue = []
-                        db.session.commit()
-                        if status == "delivered" and not queue:
-                            queue = claim_run(current.job_id)
+                        status = record_outcomes(results)
+                        release(run[len(results) :])  # they wait behind the one that failed
+                        if status == "delivered":
+                            run = claim_run(c.job_id)  # commits the outcomes with the claims
+                        else:
+                            db.session.commit()
+                            run = []
                     finally:
                         db.session.remove()
         except Exception:  # noqa: BLE001 - the claims expire and the deliveries are sent again
