@@ -46,7 +46,7 @@ from sqlalchemy import case, func, select, text
 
 from app.config import QUEUES, settings
 from app.db import db
-from app.models import ITEM_STATUSES, Item, Job
+from app.models import ITEM_STATUSES, Item, Job, WebhookDelivery, utcnow
 
 bp = Blueprint("metrics", __name__)
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class BulkgenCollector:
                 self._durations,
                 self._oldest_queued,
                 self._runway,
+                self._webhooks,
             ):
                 # One family's failure must not hide the others; each is complete or absent.
                 try:
@@ -126,6 +127,40 @@ class BulkgenCollector:
         for status in JOB_STATUSES:
             family.add_metric([status], float(counts.get(status, 0)))
         return [family]
+
+    def _webhooks(self) -> list[Metric]:
+        # Pending and failed only: delivered rows pile up with every job and are not worth a count.
+        counts = dict(
+            db.session.execute(
+                select(WebhookDelivery.status, func.count())
+                .where(WebhookDelivery.status.in_(("pending", "failed")))
+                .group_by(WebhookDelivery.status)
+            ).all()
+        )
+        family = GaugeMetricFamily(
+            "bulkgen_webhook_deliveries",
+            "webhook deliveries waiting to be sent, and given up",
+            labels=["status"],
+        )
+        for status in ("pending", "failed"):
+            family.add_metric([status], float(counts.get(status, 0)))
+        now = utcnow()
+        oldest = db.session.scalar(
+            select(func.min(WebhookDelivery.next_attempt_at)).where(
+                WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now
+            )
+        )
+        if oldest is not None and oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=now.tzinfo)
+        behind = (now - oldest).total_seconds() if oldest is not None else 0.0
+        return [
+            family,
+            _gauge(
+                "bulkgen_webhook_oldest_due_seconds",
+                "how long the most overdue webhook delivery has been due (the sender's lag)",
+                max(0.0, behind),
+            ),
+        ]
 
     def _retries(self) -> list[Metric]:
         rows = db.session.execute(

@@ -39,7 +39,7 @@ from app.services.webhooks import DestinationRefused, check_destination, signatu
 log = logging.getLogger(__name__)
 
 # How long past the request's timeout a claimed delivery stays claimed.
-CLAIM_MARGIN_S = 60.0
+CLAIM_MARGIN_S = 30.0
 # A job's deliveries claimed at once after one went through (sent one after another).
 RUN = 20
 USER_AGENT = "bulkgen-webhooks/1"

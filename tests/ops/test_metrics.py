@@ -89,6 +89,8 @@ def test_series_move_while_a_job_runs(observed: System) -> None:
     assert value(after, "bulkgen_database_up") == 1 and value(after, "bulkgen_broker_up") == 1
     assert [k for k in after if k[0] == "bulkgen_metrics_errors"] == [], "every family was computed"
     assert value(after, "bulkgen_jobs", status="succeeded") >= 1
+    assert value(after, "bulkgen_webhook_deliveries", status="failed") == 0  # no job here has a webhook
+    assert value(after, "bulkgen_webhook_oldest_due_seconds") == 0
     assert value(after, "bulkgen_item_retries_total", 0.0, provider="echo") == retries_before
 
     # A retryable failure on the first attempt counts as one retry.

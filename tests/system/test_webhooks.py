@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -198,6 +199,9 @@ def test_given_up_after_the_schedule_then_redelivered(hooks: System, receiver: R
     )
     time.sleep(3)
     assert len(receiver.at("/down")) == 4
+    metrics = hooks.api.get("/metrics").text
+    failed = re.search(r'^bulkgen_webhook_deliveries\{status="failed"\} (\S+)$', metrics, re.M)
+    assert failed and float(failed.group(1)) >= 1, metrics[-2000:]
     r = hooks.api.post(f"/api/v1/jobs/{job['id']}/webhooks/{log['id']}/redeliver")
     assert r.status_code == 200, r.text
     receiver.wait_for("/down", 5)  # the fifth answer is a 500 too, the sixth a 200
@@ -330,3 +334,29 @@ def test_delivery_log_and_secret_on_the_pages(hooks: System, receiver: Receiver)
     assert r.status_code == 200 and "New signing secret" in r.text, r.text
     rotated = re.search(r'id="secret-value">(whsec_[^<]+)<', r.text).group(1)
     assert rotated != secret
+
+
+def test_control_worker_killed_mid_delivery_sends_it_again(
+    systems: SystemFactory, receiver: Receiver
+) -> None:
+    # A short timeout makes the claim (timeout + 30 s) run out soon after the crash.
+    env = {"WEBHOOK_ALLOW_PRIVATE": "1", "WEBHOOK_TIMEOUT_S": "5"}
+    sysm = systems.start("webhooks-crash", workers=("control", "wan_local"), env=env)
+    gate = threading.Event()
+    receiver.hang["/crash"] = gate  # the first request is held open ...
+    keys = sysm.api.upload(distinct_pngs(1, seed=470))
+    job = sysm.api.submit(keys, webhook=f"{receiver.url}/crash")
+    (first,) = receiver.wait_for("/crash", 1)
+    sysm.stack.procs["control"].signal(signal.SIGKILL)  # ... while the control worker dies
+    del receiver.hang["/crash"]  # the next request is answered
+    again = receiver.wait_for("/crash", 2, timeout=120)  # the supervisor restarts it; the claim runs out
+    gate.set()
+    assert again[1]["headers"]["webhook-id"] == first["headers"]["webhook-id"]
+    assert again[1]["body"] == first["body"]
+    deadline = time.monotonic() + 30
+    while (log := _deliveries(sysm, job["id"])[0])["status"] != "delivered" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # The killed attempt left no outcome: one attempt is on record, and it succeeded.
+    assert log["status"] == "delivered" and log["attempts"] == 1, log
+    time.sleep(2)
+    assert len(receiver.at("/crash")) == 2
