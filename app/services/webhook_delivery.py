@@ -27,14 +27,23 @@ from typing import Any
 
 import requests
 from flask import Flask
+from requests.adapters import HTTPAdapter
 from sqlalchemy import select, update
 from sqlalchemy.orm import aliased, joinedload
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from app.config import settings
 from app.db import db
 from app.models import Item, Job, User, WebhookDelivery, utcnow
 from app.serializers import ITEM_COLUMNS, iso, item_json, job_json
-from app.services.webhooks import DestinationRefused, check_destination, signature, signing_secrets
+from app.services.webhooks import (
+    DestinationRefused,
+    check_destination,
+    resolve_checked,
+    signature,
+    signing_secrets,
+)
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +187,52 @@ def release(claimed: list[Claimed]) -> None:
         )
 
 
+class _Pinned:
+    """A connection that resolves its host itself, refuses it if any address is internal, and
+    connects to a checked address: the name cannot point somewhere else between the check and the
+    connection (DNS rebinding). TLS still verifies the certificate against the host name."""
+
+    _dns_host: str
+    port: int
+
+    def _new_conn(self) -> Any:
+        self._dns_host = resolve_checked(self._dns_host, self.port)[0]
+        return super()._new_conn()  # type: ignore[misc]
+
+
+class _PinnedHTTPConnection(_Pinned, HTTPConnection):
+    pass
+
+
+class _PinnedHTTPSConnection(_Pinned, HTTPSConnection):
+    pass
+
+
+class _PinnedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _PinnedHTTPConnection
+
+
+class _PinnedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _PinnedHTTPSConnection
+
+
+class _PinnedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _PinnedHTTPPool, "https": _PinnedHTTPSPool}
+
+
+def pinned_session() -> requests.Session:
+    """A requests session whose connections go only to checked addresses. Proxies from the
+    environment are not used: through a proxy, the address connected to would be the proxy's."""
+    session = requests.Session()
+    session.trust_env = False
+    adapter = _PinnedAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 _local = threading.local()
 
 
@@ -186,7 +241,7 @@ def _http() -> requests.Session:
     keeping its connection alive saves a handshake each."""
     session = getattr(_local, "session", None)
     if session is None:
-        session = _local.session = requests.Session()
+        session = _local.session = pinned_session()
     return session
 
 
@@ -214,6 +269,8 @@ def send(c: Claimed, timeout_s: float) -> Outcome:
         latency = (time.monotonic() - started) * 1000
         error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
         return Outcome(response.status_code, error, latency)
+    except DestinationRefused as exc:  # the name resolved to an internal address at connect time
+        return Outcome(None, str(exc), (time.monotonic() - started) * 1000, give_up=True)
     except requests.RequestException as exc:
         return Outcome(None, f"{type(exc).__name__}: {exc}"[:500], (time.monotonic() - started) * 1000)
 

@@ -80,16 +80,25 @@ def check_destination(url: str, allow_private: bool | None = None) -> list[str]:
         raise DestinationRefused("webhook must be an http or https URL with a host name")
     if any(ord(c) < 33 for c in url):
         raise DestinationRefused("webhook must not contain spaces or control characters")
+    return resolve_checked(parts.hostname, port, allow_private)
+
+
+def resolve_checked(host: str, port: int, allow_private: bool | None = None) -> list[str]:
+    """The addresses `host` resolves to, or DestinationRefused if it does not resolve or any of them
+    is internal (unless private ones are allowed). The sender connects only to addresses this
+    returned (webhook_delivery.pinned_session), so a name cannot be re-pointed in between."""
+    if allow_private is None:
+        allow_private = settings().webhook_allow_private
     try:
-        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise DestinationRefused(f"webhook host {parts.hostname!r} does not resolve: {exc}") from None
+        raise DestinationRefused(f"webhook host {host!r} does not resolve: {exc}") from None
     addresses = sorted({info[4][0] for info in infos})
     if not allow_private:
         internal = [a for a in addresses if _internal(a)]
         if internal:
             raise DestinationRefused(
-                f"webhook host {parts.hostname!r} resolves to an internal address ({internal[0]}): "
+                f"webhook host {host!r} resolves to an internal address ({internal[0]}): "
                 "loopback, private, link-local and metadata addresses are refused "
                 "(WEBHOOK_ALLOW_PRIVATE=1 allows them)"
             )
