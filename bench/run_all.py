@@ -14,7 +14,18 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import api_latency, bulk_submit, duty, overhead, recovery, scale, throughput, wait, webhooks
+from bench import (
+    api_latency,
+    bulk_submit,
+    duty,
+    overhead,
+    recovery,
+    scale,
+    streams,
+    throughput,
+    wait,
+    webhooks,
+)
 from bench.common import FIGURES, common_args, context, emit, note, table
 
 BENCHMARKS = {
@@ -26,6 +37,7 @@ BENCHMARKS = {
     "duty": duty,
     "scale": scale,
     "wait": wait,
+    "streams": streams,
     "webhooks": webhooks,
 }
 

@@ -39,8 +39,9 @@ log = logging.getLogger(__name__)
 MAX_WAIT_S = 60
 HEARTBEAT_S = 15.0
 PROGRESS_S = 1.0
-# Reads of one stream are at least this far apart: a burst of notifications becomes one read.
-MIN_READ_GAP_S = 0.25
+# Reads of one stream are at least this far apart: a burst of notifications becomes one read, and an
+# open page costs at most one read a second while its job changes (what polling cost every second).
+MIN_READ_GAP_S = 1.0
 # Event ids come from one sequence shared by all writers, and a transaction may commit after one
 # that took a later id. A stream therefore looks this many ids back on each read (skipping the ids
 # it has already seen), so an event committed late is still sent.
