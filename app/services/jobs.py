@@ -15,7 +15,7 @@ from app import storage as storage_mod
 from app.broker import coordination, item_payload, publish_items
 from app.config import settings
 from app.db import db
-from app.models import PRIORITIES, UNFINISHED, Asset, Item, Job, new_id, utcnow
+from app.models import PRIORITIES, UNFINISHED, Asset, Item, Job, User, new_id, utcnow
 from app.providers import registry
 from app.services import policy, webhooks
 from app.services.items import add_event, mark_queued, move_item, move_job_items, settle_job
@@ -96,6 +96,10 @@ def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
         raise ParamError("model", "model must be a string")
     spec = provider.validate(sub.model, sub.prompt, sub.prompts, sub.params or {})
     webhook, webhook_events = webhooks.parse_subscription(sub.webhook, sub.webhook_events)
+    if webhook and user_id is not None and (user := db.session.get(User, user_id)) is not None:
+        # Made now, in the web request, so the sender never has to make one (two control processes
+        # could each make a different one).
+        webhooks.secret_of(user)
     inputs = _check_inputs(sub.inputs)
     routed_from, fallback_reason = None, None
     if provider.name == "wan_local" and (fallback_reason := policy.wan_fallback_reason()):

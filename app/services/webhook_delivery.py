@@ -145,7 +145,9 @@ def claim_run(job_id: str, limit: int = RUN) -> list[Claimed]:
             .where(WebhookDelivery.job_id == job_id, WebhookDelivery.status == "pending")
             .order_by(WebhookDelivery.id)
             .limit(limit)
-            .with_for_update(skip_locked=True)
+            # Wait for a row another transaction holds (a redeliver) rather than skip it: skipping
+            # would send the one after it first.
+            .with_for_update()
         )
     )
     run = []
