@@ -136,6 +136,13 @@ def _close(pubsub: Any) -> None:
 # --- the event stream ---------------------------------------------------------------------
 
 
+def _event_stream(chunks: Iterator[str]) -> Response:
+    response = Response(stream_with_context(chunks), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"  # nginx: pass events through at once
+    return response
+
+
 def _sse(event: str | None, data: Any, event_id: int | None = None) -> str:
     lines = []
     if event_id is not None:
@@ -327,10 +334,7 @@ def stream_response(job_id: str, offset: int, limit: int) -> Response:
             _close(pubsub)
             _release()
 
-    response = Response(stream_with_context(generate()), mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"  # nginx: pass events through at once
-    return response
+    return _event_stream(generate())
 
 
 # --- every job's changes (pages that list jobs) --------------------------------------------
@@ -374,10 +378,7 @@ def changes_response() -> Response:
         finally:
             _close(pubsub)
 
-    response = Response(stream_with_context(generate()), mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    return response
+    return _event_stream(generate())
 
 
 def _ids(message: dict[str, Any]) -> list[str]:

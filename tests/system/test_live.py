@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -54,20 +55,39 @@ def test_prefer_wait_on_get_answers_at_the_deadline_with_the_unfinished_job(live
     assert r.headers["Preference-Applied"] == "wait=3"
     assert r.json()["status"] in ("queued", "running")
     assert elapsed >= 3.0
-    # Over 60 is clamped, and the wait ends as soon as the job does (here: cancelled meanwhile).
+    # Over 60 is clamped; a job that is already over answers at once.
     api.post(f"/api/v1/jobs/{job['id']}/cancel")
     r = api.get(f"/api/v1/jobs/{job['id']}", headers={"Prefer": "wait=600"})
     assert r.headers["Preference-Applied"] == "wait=60"
     assert r.json()["status"] == "cancelled"
 
 
+def woken(api: Api, job_id: str) -> dict[str, Any]:
+    """GET with `Prefer: wait=60`, but give up after 30 s: only a notification answers it in time
+    (the server's own deadline would answer after 60 s)."""
+    r = api.s.get(api.url(f"/api/v1/jobs/{job_id}"), headers={"Prefer": "wait=60"}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
 def test_prefer_wait_is_woken_by_the_finish(live: System) -> None:
     api = live.api
     key = api.upload(distinct_pngs(1, seed=43))[0]
     job = api.submit([key], params={"queue": "runway", "delay_s": 1})
-    r = api.get(f"/api/v1/jobs/{job['id']}", headers={"Prefer": "wait=60"})
-    assert r.json()["status"] == "succeeded"
-    assert r.json()["items"][0]["status"] == "succeeded"
+    answer = woken(api, job["id"])
+    assert answer["status"] == "succeeded"
+    assert answer["items"][0]["status"] == "succeeded"
+
+
+def test_prefer_wait_is_woken_by_a_cancel(live: System) -> None:
+    api = live.api
+    key = api.upload(distinct_pngs(1, seed=46))[0]
+    job = api.submit([key], params={"queue": "runway", "delay_s": 40})
+    api.wait(job["id"], statuses=("running",))
+    cancel = api.url(f"/api/v1/jobs/{job['id']}/cancel")
+    # Its own connection: the waiting request holds the test's session meanwhile.
+    threading.Timer(1.0, lambda: requests.post(cancel, headers=dict(api.s.headers), timeout=30)).start()
+    assert woken(api, job["id"])["status"] == "cancelled"
 
 
 def read_stream(
