@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install up test lint bench clean
+.PHONY: install up test test-floors test-realsize lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,16 @@ up: install
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/pytest $(PYTEST_ARGS)
+
+# Real-size SAM3 and Wan 2.2 (random weights) through the providers on CPU: about 6 minutes and
+# 16 GB of memory, so `make test` leaves it out (docs/benchmarks.md, "Real-size models on CPU").
+test-realsize: install
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -m realsize tests/providers/test_realsize.py $(PYTEST_ARGS)
+
+# The provider tests again on the lowest transformers, diffusers and accelerate pyproject.toml allows,
+# in their own venv (.venv-floors, kept between runs): `make test` only sees the newest releases.
+test-floors:
+	PY=$(PY) .ci/floors $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -72,6 +72,12 @@ beat_schedule = {
         "schedule": _s.reconcile_interval_s,
         "options": {"expires": 60},
     },
+    # Tops up each queue's window of messages from Postgres (the applier does it after each batch).
+    "fill-windows": {
+        "task": "control.fill_windows",
+        "schedule": 1.0,
+        "options": {"expires": 2},
+    },
     # Claims due webhook deliveries and hands them to the control process's sender pool.
     "send-webhooks": {
         "task": "control.send_webhooks",

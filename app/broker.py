@@ -10,6 +10,7 @@ from celery import Celery
 
 from app.config import settings
 from app.coordination import Coordination, redis_client
+from app.proofs import item_proof
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ def item_payload(item: Any, job: Any) -> dict[str, Any]:
         "prompts": list(job.prompts or []),
         "params": dict(job.params or {}),
         "deadline_s": settings().item_deadline_s,
+        # Lets the worker speak for this item and attempt only (reports, storage grants).
+        "proof": item_proof(item.job_id, item.id, item.attempt, item.input_key),
     }
 
 
@@ -58,7 +61,10 @@ def publish_items(
     client = celery_client()
     published: list[str] = []
     try:
-        coordination().set_attempts({p["item_id"]: p["attempt"] for p, _, _ in messages})
+        coordination().set_attempts(
+            {p["item_id"]: p["attempt"] for p, _, _ in messages},
+            {p["item_id"]: p["dispatch"] for p, _, _ in messages if p.get("dispatch")},
+        )
         with client.producer_or_acquire() as producer:
             for start in range(0, len(messages), PUBLISH_BATCH):
                 chunk = messages[start : start + PUBLISH_BATCH]

@@ -40,6 +40,14 @@ def env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def env_auto_bool(name: str) -> bool | None:
+    """A switch that may be left to the system: unset or "auto" gives None."""
+    value = env_str(name)
+    if value is None or value.strip().lower() == "auto":
+        return None
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
 def _is_loopback(url: str) -> bool:
     host = urlparse(url).hostname or ""
     return host in ("localhost", "::1") or host.startswith("127.")
@@ -100,13 +108,20 @@ class Settings:
     result_expires_s: int
     item_deadline_s: int
     reconcile_interval_s: float
-    pending_grace_s: float
     # How long a worker keeps retrying storage before failing the attempt.
     storage_retry_s: float
     max_upload_bytes: int
     max_image_pixels: int
     max_items_per_job: int
     signed_url_ttl_s: int
+    # How long a worker's presigned storage URLs live (app/services/grants.py).
+    grant_ttl_s: int
+    # What a GPU or API host shows the web app for storage grants (it holds no storage keys), and
+    # where it reaches the web app (BULKGEN_URL, default PUBLIC_URL).
+    worker_token: str | None
+    web_url: str
+    # The S3 address in workers' presigned URLs (S3_WORKER_ENDPOINT_URL; default: public, else internal).
+    s3_worker_endpoint_url: str | None
     flower_url: str | None
     log_json: bool
     # Retention (control worker): 0 keeps forever. Outputs of jobs finished longer ago are removed;
@@ -131,6 +146,10 @@ class Settings:
     worker_max_consecutive_oom: int = 3
     # Longest life of one job event stream (GET /api/v1/jobs/{id}/stream); EventSource reconnects.
     stream_max_s: float = 600.0
+    # Largest JSON request body (413 above it; uploads are multipart and keep max_upload_bytes), and
+    # longest request URI the app answers (414 above it; gunicorn.conf.py lets longer ones through).
+    max_json_bytes: int = 1024 * 1024
+    max_uri_bytes: int = 4096
     # Webhooks (sent by the control worker): loopback/private/link-local destinations are refused
     # unless allowed; the timeout of one delivery; delays between failed attempts (seconds; the item
     # after the last one gives up); deliveries in flight per control process and per destination host.
@@ -138,6 +157,18 @@ class Settings:
     webhook_timeout_s: float = 10.0
     webhook_retry_delays_s: tuple[float, ...] = (1, 5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 36000)
     webhook_concurrency: int = 16
+    # The scheduler (app/services/scheduler.py): per queue, the broker holds a window of
+    # window_factor x the item slots its online workers announce (running batch + prefetch),
+    # at least window_min and at most window_max; the rest waits in Postgres. Items in flight
+    # (queued or running) per user, over all queues and per queue (QUEUE=N,...); None: no limit.
+    # Report appliers that run side by side (each a partition of the report stream); one per
+    # control process is the rule.
+    applier_partitions: int = 1
+    window_factor: float = 1.0
+    window_min: int = 2
+    window_max: int = 2000
+    user_max_in_flight: int | None = None
+    user_max_in_flight_per_queue: dict[str, int] = field(default_factory=dict)
     webhook_per_host: int = 4
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -185,8 +216,8 @@ def load_settings() -> Settings:
         wan_model=env_str("WAN_MODEL"),
         sam3_model=env_str("SAM3_MODEL"),
         demo_model_dir=str(Path(env_str("DEMO_MODEL_DIR", str(var_dir / "models")) or "").resolve()),
-        wan_cpu_offload=env_bool("WAN_CPU_OFFLOAD", False),
-        wan_vae_tiling=env_bool("WAN_VAE_TILING", False),
+        wan_cpu_offload=env_auto_bool("WAN_CPU_OFFLOAD"),
+        wan_vae_tiling=env_auto_bool("WAN_VAE_TILING"),
         echo_load_delay_s=env_float("ECHO_LOAD_DELAY_S", 0.0),
         echo_load_error=env_str("ECHO_LOAD_ERROR"),
         runway_base_url=runway_base,
@@ -226,12 +257,15 @@ def load_settings() -> Settings:
         result_expires_s=env_int("RESULT_EXPIRES_S", 7 * 24 * 3600),
         item_deadline_s=env_int("ITEM_DEADLINE_S", 3 * 3600),
         reconcile_interval_s=env_float("RECONCILE_INTERVAL_S", 10.0),
-        pending_grace_s=env_float("PENDING_GRACE_S", 15.0),
         storage_retry_s=env_float("STORAGE_RETRY_S", 120.0),
         max_upload_bytes=env_int("MAX_UPLOAD_BYTES", 20 * 1024 * 1024),
         max_image_pixels=env_int("MAX_IMAGE_PIXELS", 40_000_000),
-        max_items_per_job=env_int("MAX_ITEMS_PER_JOB", 20_000),
+        max_items_per_job=env_int("MAX_ITEMS_PER_JOB", 1_000_000),
         signed_url_ttl_s=env_int("SIGNED_URL_TTL_S", 900),
+        grant_ttl_s=max(60, env_int("GRANT_TTL_S", 600)),
+        worker_token=env_str("BULKGEN_WORKER_TOKEN"),
+        web_url=(env_str("BULKGEN_URL") or public_url).rstrip("/"),
+        s3_worker_endpoint_url=env_str("S3_WORKER_ENDPOINT_URL", env_str("S3_PUBLIC_ENDPOINT_URL")),
         flower_url=env_str("FLOWER_URL", "http://127.0.0.1:5555" if embedded_redis else None),
         log_json=env_bool("LOG_JSON", False),
         output_retention_days=env_float("OUTPUT_RETENTION_DAYS", 0.0),
@@ -246,12 +280,32 @@ def load_settings() -> Settings:
         preload_models=env_bool("PRELOAD_MODELS", True),
         worker_max_consecutive_oom=max(1, env_int("WORKER_MAX_CONSECUTIVE_OOM", 3)),
         stream_max_s=max(1.0, env_float("STREAM_MAX_S", 600.0)),
+        max_json_bytes=max(1024, env_int("MAX_JSON_BYTES", 1024 * 1024)),
+        max_uri_bytes=max(256, env_int("MAX_URI_BYTES", 4096)),
         webhook_allow_private=env_bool("WEBHOOK_ALLOW_PRIVATE", False),
         webhook_timeout_s=env_float("WEBHOOK_TIMEOUT_S", 10.0),
         webhook_retry_delays_s=_delays(env_str("WEBHOOK_RETRY_DELAYS_S")) or Settings.webhook_retry_delays_s,
         webhook_concurrency=max(1, env_int("WEBHOOK_CONCURRENCY", 16)),
         webhook_per_host=max(1, env_int("WEBHOOK_PER_HOST", 4)),
+        applier_partitions=max(1, env_int("APPLIER_PARTITIONS", 1)),
+        window_factor=max(0.1, env_float("WINDOW_FACTOR", 1.0)),
+        window_min=max(1, env_int("WINDOW_MIN", 2)),
+        window_max=max(1, env_int("WINDOW_MAX", 2000)),
+        user_max_in_flight=env_int("USER_MAX_IN_FLIGHT", 0) or None,
+        user_max_in_flight_per_queue=_per_queue(env_str("USER_MAX_IN_FLIGHT_PER_QUEUE")),
     )
+
+
+def _per_queue(raw: str | None) -> dict[str, int]:
+    """USER_MAX_IN_FLIGHT_PER_QUEUE: e.g. "wan_local=4,sam3=20"."""
+    found: dict[str, int] = {}
+    for part in (raw or "").split(","):
+        name, _, value = part.partition("=")
+        if name.strip() and value.strip():
+            if name.strip() not in QUEUES:
+                raise ValueError(f"USER_MAX_IN_FLIGHT_PER_QUEUE: unknown queue {name.strip()!r}")
+            found[name.strip()] = int(value)
+    return found
 
 
 def _delays(raw: str | None) -> tuple[float, ...]:

@@ -25,12 +25,17 @@ GRACE_KEY = f"{PREFIX}:lease-grace-until"
 HELD_KEY = f"{PREFIX}:held"
 # Hash "node/pid" -> {"device", "queues", ...}: which GPU serves which queue.
 DEVICES_KEY = f"{PREFIX}:devices"
+# Hash "node/pid" -> {"queues", "slots", "at"}: the item slots (running batch + prefetch) each worker
+# process offers; the scheduler sizes each queue's window from them.
+CONSUMERS_KEY = f"{PREFIX}:consumers"
 # State reports from workers to the control side: a stream read by one applier at a time.
 REPORTS_KEY = f"{PREFIX}:reports"
 REPORTS_GROUP = "control"
-# One consumer name for every applier: a new applier re-reads what a dead one read but never acked.
+# One consumer name per applier partition (APPLIER_PARTITIONS): the next holder of a partition
+# re-reads what a dead one read but never acked.
 REPORTS_CONSUMER = "applier"
 CANCEL_TTL_S = 7 * 24 * 3600
+SERVED_MAX = 10_000
 MEMO_TTL_S = 3 * 24 * 3600
 
 # Renew only while we still hold it; re-take it if it vanished (Redis restarted) and nobody else has
@@ -51,9 +56,15 @@ return 0
 # Start an item in one round trip: refuse if it was cancelled, a newer attempt was published or this
 # attempt already has its outcome; take the lease if it is free or held by an older attempt (the
 # control side publishes a newer attempt only after giving up on the older one, whose renewal then
-# finds it lost); append the `running` report; drop the item's hold (the lease takes over).
+# finds it lost); append the `running` report; drop the item's hold (the lease takes over). A message
+# whose dispatch token is no longer the item's (the scheduler took it back out of the window, or
+# published it again) is refused: 'recalled'.
 _START = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'cancelled' end
+if ARGV[6] ~= '' then
+  local token = redis.call('GET', KEYS[7])
+  if token and token ~= ARGV[6] then return 'recalled' end
+end
 local current = redis.call('GET', KEYS[2])
 if current and tonumber(current) > tonumber(ARGV[3]) then return 'superseded' end
 if redis.call('EXISTS', KEYS[3]) == 1 then return 'superseded' end
@@ -66,6 +77,22 @@ redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[2])
 redis.call('XADD', KEYS[5], '*', 'r', ARGV[4])
 redis.call('ZREM', KEYS[6], ARGV[5])
 return 'started'
+"""
+# Take published items back out of the window, each only if it has not started: an item whose lease
+# this attempt holds has started (its `running` report is on its way) and stays.
+_TAKE_BACK = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local lease = redis.call('GET', 'bulkgen:lease:' .. ARGV[2 * i - 1])
+  local held = lease and tonumber(string.match(lease, '^(%d+)|'))
+  if held and held >= tonumber(ARGV[2 * i]) then
+    out[i] = 0
+  else
+    redis.call('SET', key, 'recalled', 'EX', 604800)
+    out[i] = 1
+  end
+end
+return out
 """
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -83,6 +110,11 @@ def cancel_key(item_id: str) -> str:
 
 def attempt_key(item_id: str) -> str:
     return f"{PREFIX}:attempt:{item_id}"
+
+
+def dispatch_key(item_id: str) -> str:
+    """The token of the item's latest publish: only that message may start it."""
+    return f"{PREFIX}:dispatch:{item_id}"
 
 
 def lock_key(name: str) -> str:
@@ -119,13 +151,20 @@ class Coordination:
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._start = client.register_script(_START)
+        self._take_back = client.register_script(_TAKE_BACK)
 
     # Leases: one holder per item; the value carries the attempt so a stale delivery can tell.
     def start(
-        self, item_id: str, attempt: int, holder: str, ttl_s: float, running: dict[str, Any]
+        self,
+        item_id: str,
+        attempt: int,
+        holder: str,
+        ttl_s: float,
+        running: dict[str, Any],
+        token: str = "",
     ) -> tuple[str, Lease | None]:
         """Take an item's lease and report it running, if it may start: ("started", lease), or
-        ("cancelled" | "superseded" | "held", None)."""
+        ("cancelled" | "recalled" | "superseded" | "held", None)."""
         lease = Lease(item_id, attempt, f"{holder}|{time.time():.3f}")
         keys = [
             cancel_key(item_id),
@@ -134,9 +173,10 @@ class Coordination:
             lease_key(item_id),
             REPORTS_KEY,
             HELD_KEY,
+            dispatch_key(item_id),
         ]
         body = json.dumps(running, separators=(",", ":"))
-        args = [lease.value, int(ttl_s * 1000), attempt, body, f"{item_id}|{attempt}"]
+        args = [lease.value, int(ttl_s * 1000), attempt, body, f"{item_id}|{attempt}", token]
         answer = self._start(keys=keys, args=args)
         answer = answer.decode() if isinstance(answer, bytes) else str(answer)
         return answer, (lease if answer == "started" else None)
@@ -176,6 +216,18 @@ class Coordination:
             until = time.time() + ttl_s
             self.r.zadd(HELD_KEY, {f"{item_id}|{attempt}": until for item_id, attempt in entries})
 
+    def held(self, entries: list[tuple[str, int]]) -> set[str]:
+        """Which of these (item, attempt) a worker holds prefetched now."""
+        pipe = self.r.pipeline(transaction=False)
+        for item_id, attempt in entries:
+            pipe.zscore(HELD_KEY, f"{item_id}|{attempt}")
+        now = time.time()
+        return {
+            item_id
+            for (item_id, _), until in zip(entries, pipe.execute(), strict=True)
+            if until and until > now
+        }
+
     def unhold(self, item_id: str, attempt: int) -> None:
         self.r.zrem(HELD_KEY, f"{item_id}|{attempt}")
 
@@ -203,22 +255,105 @@ class Coordination:
     def is_cancelled(self, item_id: str) -> bool:
         return bool(self.r.exists(cancel_key(item_id)))
 
-    def delivery_state(self, item_id: str, attempt: int) -> tuple[bool, int | None, bool]:
-        """(cancelled, current attempt, whether this attempt already reported its outcome) in one
-        round trip: what a worker checks before any work."""
-        cancelled, current, outcome = self.r.mget(
-            [cancel_key(item_id), attempt_key(item_id), outcome_key(item_id, attempt)]
+    def delivery_state(self, item_id: str, attempt: int) -> tuple[bool, int | None, bool, str | None]:
+        """(cancelled, current attempt, whether this attempt already reported its outcome, the
+        item's current dispatch token) in one round trip: what a worker checks before any work."""
+        cancelled, current, outcome, token = self.r.mget(
+            [cancel_key(item_id), attempt_key(item_id), outcome_key(item_id, attempt), dispatch_key(item_id)]
         )
-        return cancelled is not None, int(current) if current is not None else None, outcome is not None
+        return (
+            cancelled is not None,
+            int(current) if current is not None else None,
+            outcome is not None,
+            token.decode() if token is not None else None,
+        )
 
-    # The attempt each item is on, so a stale message from an older attempt is dropped early.
-    def set_attempts(self, attempts: dict[str, int]) -> None:
+    def grant_state(self, item_id: str) -> tuple[bool, int | None, str | None, str | None]:
+        """(cancelled, current attempt, current dispatch token, lease value) in one round trip: what
+        the web app checks before it grants a worker storage access for an item."""
+        cancelled, current, token, lease = self.r.mget(
+            [cancel_key(item_id), attempt_key(item_id), dispatch_key(item_id), lease_key(item_id)]
+        )
+        return (
+            cancelled is not None,
+            int(current) if current is not None else None,
+            token.decode() if token is not None else None,
+            lease.decode() if lease is not None else None,
+        )
+
+    # The attempt each item is on, so a stale message from an older attempt is dropped early; and
+    # the token of its latest publish, so an earlier message of the same attempt is refused.
+    def set_attempts(self, attempts: dict[str, int], tokens: dict[str, str] | None = None) -> None:
         if not attempts:
             return
         pipe = self.r.pipeline(transaction=False)
         for item_id, attempt in attempts.items():
             pipe.set(attempt_key(item_id), attempt, ex=CANCEL_TTL_S)
+            if tokens and item_id in tokens:
+                pipe.set(dispatch_key(item_id), tokens[item_id], ex=CANCEL_TTL_S)
         pipe.execute()
+
+    def take_back(self, entries: list[tuple[str, int]]) -> list[str]:
+        """Take (item, attempt) back out of the window where it has not started; returns the ids
+        taken back (their messages are refused when a worker gets to them)."""
+        if not entries:
+            return []
+        keys = [dispatch_key(item_id) for item_id, _ in entries]
+        args = [v for item_id, attempt in entries for v in (item_id, attempt)]
+        answers = self._take_back(keys=keys, args=args)
+        return [item_id for (item_id, _), ok in zip(entries, answers, strict=True) if int(ok)]
+
+    def recalled(self, item_ids: list[str]) -> set[str]:
+        """Which of these items were taken back out of the window."""
+        if not item_ids:
+            return set()
+        values = self.r.mget([dispatch_key(i) for i in item_ids])
+        return {i for i, v in zip(item_ids, values, strict=True) if v == b"recalled"}
+
+    # When each user and job last had an item published on a queue: the scheduler's tie-break.
+    def served(self, queue: str) -> dict[str, float]:
+        return {k.decode(): float(v) for k, v in self.r.hgetall(f"{PREFIX}:served:{queue}").items()}
+
+    def mark_served(self, queue: str, served: dict[str, float]) -> None:
+        if not served:
+            return
+        key = f"{PREFIX}:served:{queue}"
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(key, mapping=served)
+        pipe.hlen(key)
+        pipe.expire(key, 24 * 3600)
+        _, size, _ = pipe.execute()
+        if size > SERVED_MAX:
+            # Mostly finished jobs by now: forgetting them only loses a tie-break.
+            self.r.delete(key)
+
+    # What each worker process offers: the scheduler's window per queue follows it.
+    def announce_consumer(self, name: str, queues: list[str], slots: int) -> None:
+        entry = {"queues": sorted(queues), "slots": slots, "at": time.time()}
+        self.r.hset(CONSUMERS_KEY, name, json.dumps(entry))
+
+    def consumer_slots(self, max_age_s: float) -> dict[str, int]:
+        """Queue -> item slots offered by workers that announced within `max_age_s`; entries
+        older than an hour are removed."""
+        now = time.time()
+        slots: dict[str, int] = {}
+        stale = []
+        for name, raw in self.r.hgetall(CONSUMERS_KEY).items():
+            try:
+                entry = json.loads(raw)
+                age = now - float(entry["at"])
+            except (ValueError, KeyError, TypeError):
+                stale.append(name)
+                continue
+            if age > 3600:
+                stale.append(name)
+            if age > max_age_s:
+                continue
+            for q in entry.get("queues") or []:
+                slots[q] = slots.get(q, 0) + int(entry.get("slots") or 0)
+        if stale:
+            self.r.hdel(CONSUMERS_KEY, *stale)
+        return slots
 
     def current_attempt(self, item_id: str) -> int | None:
         value = self.r.get(attempt_key(item_id))
@@ -249,14 +384,14 @@ class Coordination:
         return json.loads(value) if value is not None else None
 
     def read_reports(
-        self, count: int, block_ms: int | None, pending: bool = False
+        self, count: int, block_ms: int | None, pending: bool = False, consumer: str = REPORTS_CONSUMER
     ) -> list[tuple[bytes, dict]]:
         """Up to `count` reports: first those read earlier but never acked (`pending`), else new ones
         (waiting up to `block_ms` for one; None: not at all)."""
         try:
             answer = self.r.xreadgroup(
                 REPORTS_GROUP,
-                REPORTS_CONSUMER,
+                consumer,
                 {REPORTS_KEY: "0" if pending else ">"},
                 count=count,
                 block=None if pending else block_ms,  # never 0: that would wait forever
@@ -267,14 +402,18 @@ class Coordination:
             # A fresh Redis (or one that lost its data): start reading from the stream's beginning.
             self.ensure_report_group()
             return []
-        entries: list[tuple[bytes, dict]] = []
-        for _, rows in answer or []:
-            for entry_id, fields in rows:
-                try:
-                    entries.append((entry_id, json.loads(fields[b"r"])))
-                except (KeyError, ValueError):
-                    entries.append((entry_id, {}))
-        return entries
+        return [entry for _, rows in answer or [] for entry in _decode(rows)]
+
+    def claim_stale_reports(self, consumer: str, idle_ms: int, count: int) -> list[tuple[bytes, dict]]:
+        """Reports another consumer read and has not acked for `idle_ms` (a partition that is no
+        longer run, after APPLIER_PARTITIONS was lowered): taken over by `consumer`."""
+        try:
+            answer = self.r.xautoclaim(REPORTS_KEY, REPORTS_GROUP, consumer, idle_ms, "0-0", count=count)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            return []
+        return _decode(answer[1])
 
     def ensure_report_group(self) -> None:
         try:
@@ -314,3 +453,13 @@ class Coordination:
             self.r.set(GRACE_KEY, repr(now + grace_s), ex=int(grace_s) + 60)
             return True
         return until is not None and now < float(until)
+
+
+def _decode(rows: list[Any]) -> list[tuple[bytes, dict]]:
+    entries: list[tuple[bytes, dict]] = []
+    for entry_id, fields in rows:
+        try:
+            entries.append((entry_id, json.loads(fields[b"r"])))
+        except (KeyError, ValueError, TypeError):
+            entries.append((entry_id, {}))
+    return entries

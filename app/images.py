@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import unicodedata
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps
@@ -74,14 +75,36 @@ class ImageInfo:
     sha256: str
 
 
-def _display_name(filename: str | None) -> str:
+# Longest file name kept for an upload, in characters (the column holds 255).
+MAX_FILENAME_CHARS = 200
+
+
+def clean_filename(filename: str | None) -> str | None:
+    """An uploaded file's name as kept for display and for the zip: the last path segment, without
+    control, format (bidi overrides such as U+202E, zero-width characters) or unassigned characters,
+    white space collapsed, at most MAX_FILENAME_CHARS long with its extension kept. None when nothing
+    usable is left: "a", U+202E, "gnp.exe", NUL, ".png" becomes "agnp.exe.png"."""
     if not filename:
+        return None
+    base = unicodedata.normalize("NFC", filename).replace("\\", "/").rsplit("/", 1)[-1]
+    kept = "".join(" " if c.isspace() else c for c in base if unicodedata.category(c)[0] != "C")
+    name = " ".join(kept.split()).strip(". ")
+    if len(name) > MAX_FILENAME_CHARS:
+        stem, dot, ext = name.rpartition(".")
+        if dot and 0 < len(ext) <= 16:
+            name = stem[: MAX_FILENAME_CHARS - len(ext) - 1].rstrip(". ") + "." + ext
+        else:
+            name = name[:MAX_FILENAME_CHARS].rstrip(". ")
+    return name or None
+
+
+def _display_name(filename: str | None) -> str:
+    base = clean_filename(filename)
+    if not base:
         return "the file"
-    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
-    base = "".join(c for c in base if c.isprintable()).strip()
     if len(base) > 100:
         base = base[:97] + "..."
-    return base or "the file"
+    return base
 
 
 def _human_bytes(n: int) -> str:
@@ -215,9 +238,11 @@ def input_key(info: ImageInfo) -> str:
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MAX_SIDE",
+    "MAX_FILENAME_CHARS",
     "THUMBNAIL_CONTENT_TYPE",
     "ImageInfo",
     "ImageRejected",
+    "clean_filename",
     "input_key",
     "inspect_image",
     "make_thumbnail",

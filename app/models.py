@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -57,7 +58,8 @@ class User(db.Model):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(255), unique=True)
     password_hash: Mapped[str | None] = mapped_column(String(255))
-    is_admin: Mapped[bool] = mapped_column(default=True)
+    # "admin": users, tokens, settings and every job; "member": submits, and manages their own jobs.
+    role: Mapped[str] = mapped_column(String(20), default="member")
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     # Signs this user's webhook deliveries (Standard Webhooks: "whsec_" + base64). Made on first use;
@@ -65,6 +67,10 @@ class User(db.Model):
     webhook_secret: Mapped[str | None] = mapped_column(String(100))
     webhook_secret_previous: Mapped[str | None] = mapped_column(String(100))
     webhook_secret_rotated_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
 
 
 class ApiToken(db.Model):
@@ -76,11 +82,29 @@ class ApiToken(db.Model):
     # sha256 of the token; the token itself is shown once and never stored.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
+    # "write": everything the user may do; "read": GET only (dashboards and scripts).
+    scope: Mapped[str] = mapped_column(String(10), default="write")
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(Timestamp)
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
     user: Mapped[User] = relationship()
+
+
+class WorkerToken(db.Model):
+    """What a GPU or API host shows to get storage grants; it opens nothing else."""
+
+    __tablename__ = "worker_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    # sha256 of the token; the token itself is shown once and never stored.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class Asset(db.Model):
@@ -113,6 +137,13 @@ class Job(db.Model):
         Index("ix_jobs_status_created_at", "status", "created_at"),
         Index("ix_jobs_provider_created_at", "provider", "created_at"),
         Index("ix_jobs_finished_at", "finished_at"),
+        # The scheduler's candidates: jobs with work not yet handed to the broker (few at a time).
+        Index(
+            "ix_jobs_with_pending",
+            "created_at",
+            postgresql_where=text("n_pending > 0"),
+            sqlite_where=text("n_pending > 0"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -133,6 +164,8 @@ class Job(db.Model):
     n_cancelled: Mapped[int] = mapped_column(Integer, default=0)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    # sha256 of the submission the idempotency key was first used with (see create_job).
+    request_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(Timestamp)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
@@ -148,6 +181,10 @@ class Job(db.Model):
     # recorded one were last swept (a retry that finishes the job again makes both due again).
     outputs_expired_at: Mapped[datetime | None] = mapped_column(Timestamp)
     orphans_swept_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Scheduling: a paused job gets no new item into the broker's window (running ones finish);
+    # max_concurrency caps its items in flight (queued or running); None: no cap.
+    paused_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    max_concurrency: Mapped[int | None] = mapped_column(Integer)
 
     creator: Mapped[User | None] = relationship()
 
@@ -161,6 +198,30 @@ class Item(db.Model):
         Index("ix_items_job_id_idx", "job_id", "idx"),
         Index("ix_items_job_id_status", "job_id", "status"),
         Index("ix_items_status_updated_at", "status", "updated_at"),
+        # The scheduler reads the head of each job's pending items per queue, and the items in
+        # flight per queue: both stay small whatever the backlog.
+        Index(
+            "ix_items_pending_head",
+            "job_id",
+            "queue",
+            "idx",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        Index(
+            "ix_items_pending_retry",
+            "queue",
+            "idx",
+            postgresql_where=text("status = 'pending' AND attempt > 1"),
+            sqlite_where=text("status = 'pending' AND attempt > 1"),
+        ),
+        Index(
+            "ix_items_in_flight",
+            "queue",
+            "status",
+            postgresql_where=text("status IN ('queued', 'running')"),
+            sqlite_where=text("status IN ('queued', 'running')"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -248,3 +309,14 @@ class WebhookDelivery(db.Model):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_latency_ms: Mapped[float | None] = mapped_column(Float)
     delivered_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class QueueState(db.Model):
+    """A queue paused for maintenance: its workers stay up and no new work reaches them."""
+
+    __tablename__ = "queue_states"
+
+    queue: Mapped[str] = mapped_column(String(50), primary_key=True)
+    paused_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    paused_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

@@ -190,6 +190,8 @@ def job_json(
         "routed_from": job.routed_from,
         "webhook": job.webhook,
         "webhook_events": job.webhook_events or [],
+        "paused_at": iso(job.paused_at),
+        "max_concurrency": job.max_concurrency,
     }
     if items is not None:
         progress = live_progress({i.id: i.attempt for i in items if i.status == "running"})

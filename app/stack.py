@@ -26,6 +26,26 @@ from typing import IO
 import requests
 
 DB_VARIABLES = ("DATABASE_URL", "PGHOST", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGPORT")
+# What GPU and API hosts never hold: storage keys and places, and the key that signs proofs and URLs.
+# They reach storage through per-item grants (app/services/grants.py) with BULKGEN_WORKER_TOKEN.
+STORAGE_VARIABLES = (
+    "S3_BUCKET",
+    "S3_ENDPOINT_URL",
+    "S3_PUBLIC_ENDPOINT_URL",
+    "S3_REGION",
+    "S3_ACCESS_KEY_ID",
+    "S3_SECRET_ACCESS_KEY",
+    "S3_PREFIX",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "STORAGE_BACKEND",
+    "STORAGE_DIR",
+    "SECRET_KEY",
+)
+# Exit statuses a supervisor leaves stopped: a clean stop, and EX_CONFIG (a refused worker token:
+# restarting cannot help; systemd's RestartPreventExitStatus=78 does the same).
+NO_RESTART = (0, 78)
 # Secrets only one kind of process needs: the Runway key lives on Runway workers alone.
 ONLY_FOR_QUEUE = {"RUNWAYML_API_SECRET": "runway"}
 
@@ -101,6 +121,8 @@ class Stack:
     flower_port: int = 5555
     log_dir: Path | None = None
     procs: dict[str, Proc] = field(default_factory=dict)
+    # Given to item workers (BULKGEN_WORKER_TOKEN); start_system makes one if none is set.
+    worker_token: str | None = None
     _specs: dict[str, tuple[list[str], dict[str, str] | None]] = field(default_factory=dict, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _closing: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -223,10 +245,12 @@ class Stack:
             if queue != owner:
                 env.pop(name, None)
         if queue not in ("control", None):
-            # GPU and API hosts hold no database credentials.
-            for name in DB_VARIABLES:
+            # GPU and API hosts hold no database credentials and no storage keys: a worker token.
+            for name in (*DB_VARIABLES, *STORAGE_VARIABLES):
                 env.pop(name, None)
             env["NO_DATABASE"] = "1"
+            if self.worker_token and queue != "flower":
+                env["BULKGEN_WORKER_TOKEN"] = self.worker_token
         env.update(extra or {})
         return env
 
@@ -310,6 +334,7 @@ class Stack:
         (email, password, API token). Redis and the Runway simulator are started by the caller."""
         self.flask("db", "upgrade")
         credentials = ensure_admin(self)
+        self.worker_token = self.worker_token or ensure_worker_token(self)
         self.start_web(workers=web_workers)
         for queue in workers:
             # Control: 2 processes and the schedule; runway: threads; GPU queues: one per GPU.
@@ -343,8 +368,9 @@ class Stack:
             while not self._closing.wait(every_s):
                 with self._lock:
                     for name, proc in list(self.procs.items()):
-                        # Exit code 0 is a clean stop (a drained worker): leave it stopped.
-                        if proc.alive() or name not in self._specs or proc.popen.returncode == 0:
+                        # Exit code 0 is a clean stop (a drained worker), 78 a configuration error
+                        # (a refused worker token): leave them stopped.
+                        if proc.alive() or name not in self._specs or proc.popen.returncode in NO_RESTART:
                             continue
                         code = proc.popen.returncode
                         proc.log_file.close()
@@ -378,6 +404,17 @@ def ensure_admin(stack: Stack) -> tuple[str, str, str]:
     path.write_text(f"{email}\n{password}\n{token}\n")
     path.chmod(0o600)
     return email, password, token
+
+
+def ensure_worker_token(stack: Stack) -> str:
+    """The token this machine's own item workers show for storage grants, kept under var/ (0600)."""
+    path = stack.var_dir / "worker-token"
+    if path.exists():
+        return path.read_text().strip()
+    token = stack.flask("create-worker-token", "local workers").stdout.strip().splitlines()[-1]
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
 
 
 def up(args: argparse.Namespace) -> int:

@@ -299,6 +299,11 @@ class LocalStorage(Storage):
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         self._put(key, content_type, lambda f: f.write(data))
 
+    def put_stream(self, key: str, stream: BinaryIO, content_type: str) -> None:
+        """Write what a signed PUT sends (the web app's /files route), never holding it in memory."""
+        validate_key(key)
+        self._put(key, content_type, lambda f: shutil.copyfileobj(stream, f, 1024 * 1024))
+
     def get_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()

@@ -10,16 +10,22 @@ ends in `@<this hostname>` (Celery's `%h`), so a container checks its own worker
 Needs only the broker settings: no database. A worker whose pool is busy still answers (the main
 process handles remote control); a solo-pool worker does not while it runs a task, so do not use
 this check with `-P solo`.
+
+A GPU host connected as the `gpu-host` Redis user (deploy/redis/gpu-host.acl) may not broadcast: the
+ACL refuses it remote control. There the check reads the announcements each worker process renews
+every heartbeat (`bulkgen:consumers`) instead, and counts those made within the scheduler's window.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import sys
+import time
 from typing import Any
 
-from app.config import QUEUES
+from app.config import QUEUES, settings
 
 OK, NO_WORKER, BROKER_DOWN = 0, 1, 2
 
@@ -44,6 +50,8 @@ def check(queue: str | None, timeout: float, host: str | None = None) -> tuple[i
             conn.ensure_connection(max_retries=1, timeout=timeout)
             replies = client.control.inspect(timeout=timeout, connection=conn).active_queues() or {}
     except Exception as exc:  # noqa: BLE001 - any broker trouble: nobody can be asked
+        if refused_by_acl(exc):
+            return check_announced(queue, host)
         return BROKER_DOWN, f"broker unreachable: {type(exc).__name__}: {exc}"
     names = serving(replies, queue, host)
     where = f" on {host}" if host else ""
@@ -52,6 +60,56 @@ def check(queue: str | None, timeout: float, host: str | None = None) -> tuple[i
         answered = ", ".join(sorted(replies)) or "none"
         return NO_WORKER, f"no worker{where} serves {what} (workers that answered: {answered})"
     return OK, f"{what}: {len(names)} worker(s){where} answered: {', '.join(names)}"
+
+
+def refused_by_acl(exc: BaseException | None) -> bool:
+    """Whether the broker refused this Redis user the command (kombu wraps redis-py's error)."""
+    from redis.exceptions import NoPermissionError
+
+    while exc is not None:
+        if isinstance(exc, NoPermissionError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def announced(
+    entries: dict[bytes, bytes], queue: str | None, host: str | None, now: float, max_age_s: float
+) -> list[str]:
+    """Node names among `bulkgen:consumers` entries ("node/pid" -> {"queues", "at", ...}) announced within
+    `max_age_s`, consuming `queue` (None: any), on `host` (None: any)."""
+    names = set()
+    for field, raw in entries.items():
+        node = field.decode(errors="replace").rsplit("/", 1)[0]
+        if host is not None and not node.endswith("@" + host):
+            continue
+        try:
+            entry = json.loads(raw)
+            fresh = now - float(entry["at"]) <= max_age_s
+        except (ValueError, KeyError, TypeError):
+            continue
+        if fresh and (queue is None or queue in (entry.get("queues") or [])):
+            names.add(node)
+    return sorted(names)
+
+
+def check_announced(queue: str | None, host: str | None) -> tuple[int, str]:
+    from app.coordination import CONSUMERS_KEY, redis_client
+
+    s = settings()
+    max_age_s = max(10.0, 3 * s.heartbeat_s)
+    match = f"*@{host}/*" if host else None
+    try:
+        entries = dict(redis_client(s.broker_url).hscan_iter(CONSUMERS_KEY, match=match))
+    except Exception as exc:  # noqa: BLE001 - any broker trouble: nothing can be read
+        return BROKER_DOWN, f"broker unreachable: {type(exc).__name__}: {exc}"
+    names = announced(entries, queue, host, time.time(), max_age_s)
+    where = f" on {host}" if host else ""
+    what = queue or "any queue"
+    how = f"announced within {max_age_s:g} s (this Redis user may not broadcast)"
+    if not names:
+        return NO_WORKER, f"no worker{where} serving {what} {how}"
+    return OK, f"{what}: {len(names)} worker(s){where} {how}: {', '.join(names)}"
 
 
 def main(argv: list[str] | None = None) -> int:

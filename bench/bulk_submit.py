@@ -1,9 +1,10 @@
 """Bulk submit: one job of 10,000 inputs.
 
-Measures how long `POST /api/v1/jobs` takes to answer, and how long until every item is
-in the broker (items `queued` in the database and the provider queue's length in Redis
-both equal to N; no worker consumes that queue). Compared with publishing the same
-messages with a plain `apply_async` loop to the same Redis.
+Measures how long `POST /api/v1/jobs` takes to answer, and what reaches the broker: since the
+scheduler (app/services/scheduler.py) only the queue's window -- as many items as its workers
+can hold (here none consume it: WINDOW_MIN) -- is published, and the rest waits `pending` in
+Postgres. For reference, the time a plain `apply_async` loop takes to put all N messages into
+the same Redis (what publishing the whole job used to cost).
 
 The inputs are N distinct uploaded images: their asset rows are inserted with SQL (the
 API checks inputs against them), which is what N earlier uploads leave behind.
@@ -85,28 +86,32 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
     with system(ctx, "bulk", workers=("control",)) as s:
         r = redis.Redis.from_url(s.stack.redis_url)
         keys = insert_assets(s, n)
-        # Warm-up through both paths (inline publish, hand-off to the control worker) to a queue
-        # nobody consumes.
+        # Warm-up: one small job to a queue nobody consumes.
         s.api.submit(keys[:2], params={"queue": "runway"})
-        warm = s.api.submit(keys[:201], params={"queue": "runway"})
-        while s.api.job(warm["id"])["counts"]["queued"] < 201:
-            time.sleep(0.1)
         note(f"system: submitting one job of {n} inputs")
         t0 = time.time()
         job = s.api.submit(keys, params={"queue": QUEUE})
         answered = time.time() - t0
-        deadline = time.monotonic() + 60 + n / 20
+        deadline = time.monotonic() + 60
         counts: dict[str, int] = {}
         while time.monotonic() < deadline:
             counts = s.api.job(job["id"])["counts"]
-            if counts["queued"] >= n and depth(r, QUEUE) >= n:
+            if counts["queued"] >= 1 and depth(r, QUEUE) >= counts["queued"]:
                 break
             time.sleep(0.05)
         else:
-            raise TimeoutError(f"bulk job not fully queued: {counts}, depth {depth(r, QUEUE)}")
-        published = time.time() - t0
+            raise TimeoutError(f"bulk job's window not published: {counts}, depth {depth(r, QUEUE)}")
+        window_s = time.time() - t0
         emit(BENCH, "api_answer_s", answered, "s", target="< 1", met=answered < 1, n=n)
-        emit(BENCH, "system_all_queued_s", published, "s", n=n)
+        emit(
+            BENCH,
+            "window_published_s",
+            window_s,
+            "s",
+            n=n,
+            broker_messages=depth(r, QUEUE),
+            pending_in_postgres=counts["pending"],
+        )
 
         celery = make_app(s.stack.redis_url)
         task = celery.tasks["bench.items_run"]
@@ -118,17 +123,7 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
             task.apply_async(args=[p], task_id=p["item_id"], queue=LOOP_QUEUE, priority=3)
         loop_s = time.time() - t0
         assert depth(r, LOOP_QUEUE) >= n
-        emit(BENCH, "apply_async_loop_s", loop_s, "s", n=n)
-        ratio = loop_s / published
-        emit(
-            BENCH,
-            "system_vs_apply_async_loop",
-            ratio,
-            "x",
-            target="> 1 (faster)",
-            met=published < loop_s,
-            n=n,
-        )
+        emit(BENCH, "apply_async_loop_s", loop_s, "s", n=n, note="all N messages, for reference")
 
 
 def main(argv: list[str] | None = None) -> int:

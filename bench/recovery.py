@@ -32,8 +32,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fast-reconcile",
         action="store_true",
-        help="reconcile every 1 s with a 1 s pending grace, as the tests run (default with --quick); "
-        "otherwise the product's defaults (10 s, 15 s)",
+        help="reconcile every 1 s, as the tests run (default with --quick); otherwise the product's "
+        "default (10 s)",
     )
 
 
@@ -41,7 +41,7 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
     ttl = args.lease_ttl or (4 if ctx.quick else 20)
     env = {"LEASE_TTL_S": str(ttl)}
     if args.fast_reconcile or ctx.quick:
-        env.update({"RECONCILE_INTERVAL_S": "1", "PENDING_GRACE_S": "1"})
+        env.update({"RECONCILE_INTERVAL_S": "1"})
     with system(ctx, "recovery", workers=("control",), env=env, use_postgres=ctx.pg is not None) as s:
         s.start_worker("wan_local", name="wan_a", concurrency=1)
         s.start_worker("wan_local", name="wan_b", concurrency=1)
@@ -88,7 +88,6 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
             lease_ttl_s=ttl,
             heartbeat_s=settings.get("HEARTBEAT_S") or ttl / 4,
             reconcile_interval_s=float(settings.get("RECONCILE_INTERVAL_S") or 10),
-            pending_grace_s=float(settings.get("PENDING_GRACE_S") or 15),
             new_worker=(again["worker"] or "").split("@")[0],
         )
 

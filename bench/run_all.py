@@ -16,8 +16,10 @@ from pathlib import Path
 
 from bench import (
     api_latency,
+    backlog,
     bulk_submit,
     duty,
+    fairness,
     overhead,
     recovery,
     scale,
@@ -33,6 +35,8 @@ BENCHMARKS = {
     "bulk_submit": bulk_submit,
     "api_latency": api_latency,
     "recovery": recovery,
+    "fairness": fairness,
+    "backlog": backlog,
     "overhead": overhead,
     "duty": duty,
     "scale": scale,

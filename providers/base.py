@@ -160,6 +160,9 @@ class Provider(abc.ABC):
     prompt_field: str | None = "prompt"
     # Most items `run_batch` takes in one call; the worker batches up to min(this, its batch size).
     max_batch: int = 1
+    # Longest prompt (and longest concept of `prompts`) taken at submission, in characters. Each
+    # provider sets its own from what its model or API reads; this default is Runway's documented limit.
+    max_prompt_chars: int = 1000
 
     @abc.abstractmethod
     def models(self) -> list[ModelInfo]: ...
@@ -187,6 +190,18 @@ class Provider(abc.ABC):
                 "model", f"unknown model {model!r} for provider {self.name!r}; choose one of {names}"
             )
         clean = validate_params(self.params(model), params or {})
+        if prompt is not None and len(prompt) > self.max_prompt_chars:
+            raise ParamError(
+                "prompt",
+                f"prompt is {len(prompt)} characters; {self.name} takes at most {self.max_prompt_chars}",
+            )
+        for concept in prompts or []:
+            if isinstance(concept, str) and len(concept) > self.max_prompt_chars:
+                raise ParamError(
+                    "prompts",
+                    f"a concept is {len(concept)} characters; {self.name} takes at most "
+                    f"{self.max_prompt_chars} per concept",
+                )
         prompt = (prompt or "").strip() or None
         concepts = [p.strip() for p in (prompts or []) if isinstance(p, str) and p.strip()]
         if self.prompt_field == "prompts" and not concepts:
@@ -205,6 +220,7 @@ class Provider(abc.ABC):
             "queue": self.queue,
             "demo": self.demo,
             "prompt_field": self.prompt_field,
+            "max_prompt_chars": self.max_prompt_chars,
             "default_model": self.default_model(),
             "models": [
                 {

@@ -9,6 +9,11 @@ Each builder is idempotent and safe when several processes call it at once: the
 model is built into a temporary directory next to the target and renamed into
 place; the loser of a race discards its copy. A marker file written last inside
 the built directory says the build is complete.
+
+The real-size builders (`ensure_realsize_sam3`, `ensure_realsize_wan`) build the published
+architectures at their real widths, still with random weights, for measuring memory, load time and
+speed (`tests/providers/test_realsize.py`, `bench/gpu.py`). Only the tokenizers stay small: their
+vocabularies are data that cannot be built offline, and token ids index the real-size embeddings.
 """
 
 from __future__ import annotations
@@ -102,7 +107,7 @@ def is_demo_model(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / MARKER).is_file()
 
 
-def _ensure(root: Path, name: str, build: Callable[[Path], None], facts: dict) -> str:
+def _ensure(root: Path, name: str, build: Callable[[Path], dict | None], facts: dict) -> str:
     final = root / name
     if (final / MARKER).is_file():
         return str(final)
@@ -112,14 +117,24 @@ def _ensure(root: Path, name: str, build: Callable[[Path], None], facts: dict) -
         return _build_and_rename(root, final, name, build, facts)
 
 
-def _build_and_rename(root: Path, final: Path, name: str, build: Callable[[Path], None], facts: dict) -> str:
+def _build_and_rename(
+    root: Path, final: Path, name: str, build: Callable[[Path], dict | None], facts: dict
+) -> str:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
     os.chmod(tmp, 0o755)
     try:
         started = time.monotonic()
-        build(tmp)
-        marker = {"name": name, "seed": SEED, "built_s": round(time.monotonic() - started, 3), **facts}
+        # A builder may return facts about what it built (parameter counts) for the marker.
+        built = build(tmp)
+        built = built if isinstance(built, dict) else {}
+        marker = {
+            "name": name,
+            "seed": SEED,
+            "built_s": round(time.monotonic() - started, 3),
+            **facts,
+            **built,
+        }
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         try:
             os.rename(tmp, final)
@@ -143,6 +158,11 @@ def _seeded():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         yield
+
+
+def built_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a builder recorded in its marker (name, seed, build seconds, parameter counts)."""
+    return json.loads((Path(path) / MARKER).read_text())
 
 
 def _t5_tokenizer():
@@ -309,16 +329,20 @@ def _build_sam3(out: Path) -> None:
         model = Sam3Model(config).eval()
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
-    # The official Sam3Processor (on hosts with torchvision) loads from these; the
-    # provider's own pre/post-processing reads the same values.
-    size = {"height": SAM3_DEMO_IMAGE_SIZE, "width": SAM3_DEMO_IMAGE_SIZE}
+    _write_sam3_processing(out, SAM3_DEMO_IMAGE_SIZE, SAM3_DEMO_IMAGE_SIZE // 2)
+
+
+def _write_sam3_processing(out: Path, image_size: int, mask_size: int) -> None:
+    """The official Sam3Processor (on hosts with torchvision) loads from these; the provider's own
+    pre/post-processing reads the same values."""
+    size = {"height": image_size, "width": image_size}
     (out / "preprocessor_config.json").write_text(
         json.dumps(
             {
                 "image_processor_type": "Sam3ImageProcessor",
                 "processor_class": "Sam3Processor",
                 "size": size,
-                "mask_size": {"height": SAM3_DEMO_IMAGE_SIZE // 2, "width": SAM3_DEMO_IMAGE_SIZE // 2},
+                "mask_size": {"height": mask_size, "width": mask_size},
                 "do_resize": True,
                 "resample": 2,
                 "do_rescale": True,
@@ -334,8 +358,332 @@ def _build_sam3(out: Path) -> None:
     )
     (out / "processor_config.json").write_text(
         json.dumps(
-            {"processor_class": "Sam3Processor", "target_size": SAM3_DEMO_IMAGE_SIZE, "point_pad_value": -10},
+            {"processor_class": "Sam3Processor", "target_size": image_size, "point_pad_value": -10},
             indent=2,
         )
         + "\n"
     )
+
+
+# ----- real-size models (random weights) -------------------------------------------------------
+
+REALSIZE_VERSION = 1
+# The transformers of the published checkpoints, as diffusers' scripts/convert_wan_to_diffusers.py
+# converts them ("Wan2.2-TI2V-5B", "Wan2.2-I2V-14B-720p"); A14B has two (high / low noise).
+WAN_REALSIZE_TRANSFORMER: dict[str, dict[str, Any]] = {
+    "ti2v": {
+        "patch_size": (1, 2, 2),
+        "num_attention_heads": 24,
+        "attention_head_dim": 128,
+        "in_channels": 48,
+        "out_channels": 48,
+        "text_dim": 4096,
+        "freq_dim": 256,
+        "ffn_dim": 14336,
+        "num_layers": 30,
+        "cross_attn_norm": True,
+        "qk_norm": "rms_norm_across_heads",
+        "eps": 1e-6,
+        "added_kv_proj_dim": None,
+    },
+    "wan2.2": {
+        "patch_size": (1, 2, 2),
+        "num_attention_heads": 40,
+        "attention_head_dim": 128,
+        "in_channels": 36,
+        "out_channels": 16,
+        "text_dim": 4096,
+        "freq_dim": 256,
+        "ffn_dim": 13824,
+        "num_layers": 40,
+        "cross_attn_norm": True,
+        "qk_norm": "rms_norm_across_heads",
+        "eps": 1e-6,
+        "added_kv_proj_dim": None,
+    },
+}
+# The Wan 2.2 VAE (TI2V-5B): the same script's vae22_diffusers_config. A14B uses the Wan 2.1 VAE,
+# which is AutoencoderKLWan's default configuration.
+WAN22_VAE: dict[str, Any] = {
+    "base_dim": 160,
+    "decoder_base_dim": 256,
+    "z_dim": 48,
+    "is_residual": True,
+    "in_channels": 12,
+    "out_channels": 12,
+    "patch_size": 2,
+    "scale_factor_temporal": 4,
+    "scale_factor_spatial": 16,
+    # fmt: off
+    "latents_mean": [
+        -0.2289,
+        -0.0052,
+        -0.1323,
+        -0.2339,
+        -0.2799,
+        0.0174,
+        0.1838,
+        0.1557,
+        -0.1382,
+        0.0542,
+        0.2813,
+        0.0891,
+        0.1570,
+        -0.0098,
+        0.0375,
+        -0.1825,
+        -0.2246,
+        -0.1207,
+        -0.0698,
+        0.5109,
+        0.2665,
+        -0.2108,
+        -0.2158,
+        0.2502,
+        -0.2055,
+        -0.0322,
+        0.1109,
+        0.1567,
+        -0.0729,
+        0.0899,
+        -0.2799,
+        -0.1230,
+        -0.0313,
+        -0.1649,
+        0.0117,
+        0.0723,
+        -0.2839,
+        -0.2083,
+        -0.0520,
+        0.3748,
+        0.0152,
+        0.1957,
+        0.1433,
+        -0.2944,
+        0.3573,
+        -0.0548,
+        -0.1681,
+        -0.0667,
+    ],
+    "latents_std": [
+        0.4765,
+        1.0364,
+        0.4514,
+        1.1677,
+        0.5313,
+        0.4990,
+        0.4818,
+        0.5013,
+        0.8158,
+        1.0344,
+        0.5894,
+        1.0901,
+        0.6885,
+        0.6165,
+        0.8454,
+        0.4978,
+        0.5759,
+        0.3523,
+        0.7135,
+        0.6804,
+        0.5833,
+        1.4146,
+        0.8986,
+        0.5659,
+        0.7069,
+        0.5338,
+        0.4889,
+        0.4917,
+        0.4069,
+        0.4999,
+        0.6866,
+        0.4093,
+        0.5709,
+        0.6065,
+        0.6415,
+        0.4944,
+        0.5726,
+        1.2042,
+        0.5458,
+        1.6887,
+        0.3971,
+        1.0600,
+        0.3943,
+        0.5537,
+        0.5444,
+        0.4089,
+        0.7468,
+        0.7744,
+    ],
+    # fmt: on
+}
+# google/umt5-xxl's encoder, the text encoder of every Wan checkpoint (5.7 B parameters).
+UMT5_XXL: dict[str, Any] = {
+    "vocab_size": 256384,
+    "d_model": 4096,
+    "d_kv": 64,
+    "d_ff": 10240,
+    "num_layers": 24,
+    "num_heads": 64,
+    "relative_attention_num_buckets": 32,
+    "relative_attention_max_distance": 128,
+    "feed_forward_proj": "gated-gelu",
+}
+# A stand-in with the width the transformer reads (text_dim 4096) and one small layer: what the
+# real-size tests measure is the transformer and the VAE, not the text encoder.
+UMT5_NARROW: dict[str, Any] = {
+    "d_model": 4096,
+    "d_kv": 64,
+    "d_ff": 256,
+    "num_layers": 1,
+    "num_heads": 2,
+    "relative_attention_num_buckets": 32,
+    "relative_attention_max_distance": 128,
+    "feed_forward_proj": "gated-gelu",
+}
+TEXT_ENCODERS = ("narrow", "umt5-xxl")
+# The scheduler each checkpoint ships: UniPC on flow sigmas, shift 5 for TI2V-5B and 3 for A14B.
+WAN_FLOW_SHIFT = {"ti2v": 5.0, "wan2.2": 3.0}
+# SAM3's published preprocessing (Sam3ImageProcessor's defaults): 1008 px input, 288 px masks.
+SAM3_IMAGE_SIZE = 1008
+SAM3_MASK_SIZE = 288
+
+
+def ensure_realsize_sam3(root: str | os.PathLike[str], device: str = "cpu") -> str:
+    """Build (once) SAM3 at its published configuration (`Sam3Config()`, 840 M parameters) with
+    random weights and a byte-level tokenizer; return its directory.
+
+    `device` is where the weights are initialised (a GPU host builds much faster on its GPU);
+    they are saved from the CPU either way.
+    """
+    return _ensure(
+        Path(root), f"sam3-realsize-v{REALSIZE_VERSION}", lambda d: _build_sam3_realsize(d, device), {}
+    )
+
+
+def ensure_realsize_wan(
+    root: str | os.PathLike[str],
+    layout: str = "ti2v",
+    num_layers: int | None = None,
+    text_encoder: str = "narrow",
+    device: str = "cpu",
+) -> str:
+    """Build (once) a Wan 2.2 pipeline at the published widths with random weights; return its directory.
+
+    `layout`: "ti2v" (TI2V-5B: 5 B transformer, Wan 2.2 VAE) or "wan2.2" (I2V A14B: two 14 B
+    transformers, Wan 2.1 VAE). `num_layers`: transformer blocks (None: the published 30 / 40);
+    fewer keeps every tensor's width and the VAE as published. `text_encoder`: "narrow" (UMT5 at the
+    published width, one small layer) or "umt5-xxl" (the published size). Transformers and the text
+    encoder are saved in bfloat16, the VAE in float32, as the published checkpoints run.
+    """
+    if layout not in WAN_REALSIZE_TRANSFORMER:
+        raise ValueError(
+            f"unknown real-size WAN layout {layout!r}; choose one of {tuple(WAN_REALSIZE_TRANSFORMER)}"
+        )
+    if text_encoder not in TEXT_ENCODERS:
+        raise ValueError(f"unknown text encoder {text_encoder!r}; choose one of {TEXT_ENCODERS}")
+    layers = num_layers or WAN_REALSIZE_TRANSFORMER[layout]["num_layers"]
+    name = f"wan-realsize-{layout}-{layers}l-{text_encoder}-v{REALSIZE_VERSION}"
+    facts = {"layout": layout, "num_layers": layers, "text_encoder": text_encoder}
+    return _ensure(
+        Path(root), name, lambda d: _build_wan_realsize(d, layout, layers, text_encoder, device), facts
+    )
+
+
+def _params(module: Any) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@contextlib.contextmanager
+def _building(device: str, dtype: Any):
+    """New modules' weights are created on `device` in `dtype`, from the fixed seed."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with _seeded(), torch.device(device):
+            if device.startswith("cuda"):
+                torch.cuda.manual_seed_all(SEED)
+            yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _save_module(module: Any, out: Path) -> int:
+    """Save one component from the CPU and drop it; returns its parameter count."""
+    count = _params(module)
+    module.to("cpu").save_pretrained(str(out), max_shard_size="5GB")
+    return count
+
+
+def _build_wan_realsize(out: Path, layout: str, layers: int, text_encoder: str, device: str) -> dict:
+    import torch
+    from diffusers import (
+        AutoencoderKLWan,
+        UniPCMultistepScheduler,
+        WanImageToVideoPipeline,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = _t5_tokenizer()
+    text_config = UMT5Config(
+        **(UMT5_XXL if text_encoder == "umt5-xxl" else {**UMT5_NARROW, "vocab_size": len(tokenizer)})
+    )
+    transformer_config = {**WAN_REALSIZE_TRANSFORMER[layout], "num_layers": layers}
+    vae_config = WAN22_VAE if layout == "ti2v" else {}
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=WAN_FLOW_SHIFT[layout]
+    )
+    # model_index.json from the pipeline class itself, built on the meta device (no memory, no time).
+    with torch.device("meta"):
+        parts: dict[str, Any] = {
+            "tokenizer": tokenizer,
+            "text_encoder": UMT5EncoderModel(text_config),
+            "vae": AutoencoderKLWan(**vae_config),
+            "transformer": WanTransformer3DModel(**transformer_config),
+            "scheduler": scheduler,
+        }
+        if layout == "ti2v":
+            # The published TI2V-5B checkpoint is a WanPipeline with expand_timesteps.
+            WanPipeline(**parts, expand_timesteps=True).save_config(str(out))
+        else:
+            parts["transformer_2"] = WanTransformer3DModel(**transformer_config)
+            WanImageToVideoPipeline(**parts, boundary_ratio=0.9).save_config(str(out))
+    del parts
+    tokenizer.save_pretrained(str(out / "tokenizer"))
+    scheduler.save_pretrained(str(out / "scheduler"))
+    # One component at a time, so the largest (A14B: two 14 B transformers) never share memory.
+    params: dict[str, int] = {}
+    with _building(device, torch.bfloat16):
+        params["text_encoder"] = _save_module(UMT5EncoderModel(text_config), out / "text_encoder")
+    names = ["transformer"] if layout == "ti2v" else ["transformer", "transformer_2"]
+    for name in names:
+        # Both A14B experts get the same random weights: nothing measured here depends on them.
+        with _building(device, torch.bfloat16):
+            params[name] = _save_module(WanTransformer3DModel(**transformer_config), out / name)
+    with _building(device, torch.float32):
+        params["vae"] = _save_module(AutoencoderKLWan(**vae_config), out / "vae")
+    return {"params": params, "device": device}
+
+
+def _build_sam3_realsize(out: Path, device: str) -> dict:
+    import torch
+    from transformers import Sam3Config, Sam3Model
+
+    tokenizer = byte_level_clip_tokenizer()
+    config = Sam3Config()
+    # Token ids are the tokenizer's; every size stays the published one (vocabulary 49,408).
+    config.text_config.bos_token_id = tokenizer.bos_token_id
+    config.text_config.eos_token_id = tokenizer.eos_token_id
+    config.text_config.pad_token_id = tokenizer.pad_token_id
+    with _building(device, torch.float32):
+        model = Sam3Model(config).eval()
+    count = _params(model)
+    model.to("cpu").save_pretrained(str(out))
+    del model
+    tokenizer.save_pretrained(str(out))
+    _write_sam3_processing(out, SAM3_IMAGE_SIZE, SAM3_MASK_SIZE)
+    return {"params": {"model": count}, "device": device}

@@ -32,6 +32,9 @@ class EchoProvider(Provider):
     description = "Copies each input to the output. For checking workers and measuring the pipeline."
     demo = True
     prompt_field = None
+    # Echo reads no prompt, but one sent is stored and shown; it stands in for WAN (its default queue)
+    # in tests and benchmarks, so it takes what WAN takes.
+    max_prompt_chars = 2000
     # Lets the worker's micro-batching be exercised without a model (run_batch runs them in turn).
     max_batch = 8
 

@@ -25,8 +25,9 @@ class ProviderSettings:
     sam3_model: str | None = None
     # Where demo models are built when no real model is configured.
     demo_model_dir: str = "var/models"
-    wan_cpu_offload: bool = False
-    wan_vae_tiling: bool = False
+    # Memory savers; None: chosen at load from the GPU's free memory and the model's size.
+    wan_cpu_offload: bool | None = None
+    wan_vae_tiling: bool | None = None
     runway_base_url: str = "https://api.dev.runwayml.com"
     runway_api_key: str | None = None
     # True when runway_base_url points at the local Runway-compatible simulator.

@@ -12,6 +12,14 @@ FAILED, CANCELLED). 429, 5xx and connection errors are retried with capped
 exponential backoff within the run's deadline. Output URLs expire after a day or
 two, so they are downloaded as soon as the task succeeds (without our API key:
 they are signed URLs on another host).
+
+The request follows Runway's API as the `runwayml` SDK types it (tests check the
+two against each other): `promptText` where a model requires it (gen4.5), `audio`
+for the Veo models, prompt length counted in UTF-16 code units as Runway counts
+it. The recorded cost is the finished task's `cost` when Runway reports one, else
+the estimate from the credits table below. The SDK itself is not used here: it
+re-sends a POST on a timeout (a second billed task) and its wait loop does not
+stop on CANCELLED.
 """
 
 from __future__ import annotations
@@ -19,7 +27,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import ipaddress
 import logging
+import math
 import random
 import threading
 import time
@@ -27,6 +37,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -50,6 +61,10 @@ API_VERSION = "2024-11-06"
 TASK_KEY = "runway_task_id"
 USD_PER_CREDIT = 0.01
 MAX_DATA_URI_BYTES = 5 * 1024 * 1024
+# Runway fetches an image URL itself only if it is HTTPS, names a domain (not an IP address) and is
+# at most this long; anything else is sent inline as a data URI.
+MAX_URL_CHARS = 2048
+# Runway's limit on promptText, in UTF-16 code units (an emoji counts 2).
 PROMPT_MAX_CHARS = 1000
 SEED_MAX = 4294967295
 
@@ -66,9 +81,17 @@ class RunwayModel:
     durations: tuple[int, ...]
     default_duration: int
     # Credits per output second (1 credit = USD 0.01), from Runway's published
-    # pricing at the time of writing: an estimate, Runway's invoice is the truth.
+    # pricing at the time of writing: an estimate, the task's reported `cost` is the truth.
     credits_per_second: float
     seconds_per_item: float
+    # Runway refuses a task of this model without promptText.
+    prompt_required: bool = False
+    # Models that take Runway's `audio` flag (on by default) and their rate without audio.
+    credits_per_second_without_audio: float | None = None
+
+    @property
+    def takes_audio(self) -> bool:
+        return self.credits_per_second_without_audio is not None
 
 
 MODELS: dict[str, RunwayModel] = {
@@ -93,16 +116,18 @@ MODELS: dict[str, RunwayModel] = {
             5,
             12,
             120,
+            prompt_required=True,
         ),
         RunwayModel(
             "veo3.1",
             "Google Veo 3.1 (via Runway)",
-            "Google Veo 3.1 image-to-video (with audio).",
+            "Google Veo 3.1 image-to-video, with an audio track unless turned off.",
             VEO_RATIOS,
             (4, 6, 8),
             8,
             40,
             120,
+            credits_per_second_without_audio=20,
         ),
         RunwayModel(
             "veo3.1_fast",
@@ -113,6 +138,7 @@ MODELS: dict[str, RunwayModel] = {
             8,
             15,
             60,
+            credits_per_second_without_audio=10,
         ),
     )
 }
@@ -121,9 +147,43 @@ MODELS: dict[str, RunwayModel] = {
 _TRANSIENT_FAILURE_PREFIXES = ("INTERNAL", "INPUT_PREPROCESSING.INTERNAL", "THROTTLED")
 
 
-def estimate_cost_usd(model: str, duration: int) -> float | None:
+def estimate_credits(model: str, duration: int, audio: bool = True) -> float | None:
     m = MODELS.get(model)
-    return None if m is None else round(m.credits_per_second * duration * USD_PER_CREDIT, 4)
+    if m is None:
+        return None
+    per_second = m.credits_per_second
+    if not audio and m.credits_per_second_without_audio is not None:
+        per_second = m.credits_per_second_without_audio
+    return per_second * duration
+
+
+def estimate_cost_usd(model: str, duration: int, audio: bool = True) -> float | None:
+    credits = estimate_credits(model, duration, audio)
+    return None if credits is None else round(credits * USD_PER_CREDIT, 4)
+
+
+def prompt_length(text: str) -> int:
+    """Length as Runway counts it: UTF-16 code units (a character outside the BMP counts 2)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def fetchable_by_runway(url: str | None) -> bool:
+    """Whether Runway would fetch this image URL itself (its documented rules for input URLs)."""
+    if not url or len(url) > MAX_URL_CHARS:
+        return False
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    if parts.scheme != "https" or not host:
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        # A name without a dot (localhost, a compose service) cannot be resolved from Runway's side.
+        return "." in host
+    return False
 
 
 def failure_is_transient(code: str | None) -> bool:
@@ -200,6 +260,15 @@ def _error_message(resp: requests.Response) -> str:
     return message[:1000]
 
 
+def _charged_credits(task: dict[str, Any]) -> float | None:
+    """The credits Runway reports for a finished task (`cost.credits`), or None if it reports none."""
+    cost = task.get("cost")
+    credits = cost.get("credits") if isinstance(cost, dict) else None
+    if isinstance(credits, bool) or not isinstance(credits, int | float) or not 0 <= credits < math.inf:
+        return None
+    return credits
+
+
 class _Unsent(Exception):
     """A request that certainly never reached the server (safe to send again)."""
 
@@ -210,6 +279,8 @@ class RunwayProvider(Provider):
     label = "Runway"
     description = "Image-to-video through Runway's API (Gen-4 Turbo, Gen-4.5, Veo 3.1)."
     prompt_field = "prompt"
+    # Runway's documented limit on promptText (image_to_video): a longer one is refused by the API.
+    max_prompt_chars = PROMPT_MAX_CHARS
 
     def __init__(
         self,
@@ -264,13 +335,30 @@ class RunwayProvider(Provider):
                     "credits_per_second": m.credits_per_second,
                     "usd_per_credit": USD_PER_CREDIT,
                     "prompt_max_chars": PROMPT_MAX_CHARS,
-                },
+                    "prompt_required": m.prompt_required,
+                }
+                | (
+                    {"credits_per_second_without_audio": m.credits_per_second_without_audio}
+                    if m.takes_audio
+                    else {}
+                ),
             )
             for m in MODELS.values()
         ]
 
     def params(self, model: str) -> list[ParamSpec]:
         m = MODELS.get(model) or MODELS["gen4_turbo"]
+        audio: list[ParamSpec] = []
+        if m.takes_audio:
+            audio = [
+                ParamSpec(
+                    "audio",
+                    "bool",
+                    True,
+                    f"generate an audio track ({m.credits_per_second:g} credits/s with audio, "
+                    f"{m.credits_per_second_without_audio:g} without)",
+                )
+            ]
         return [
             ParamSpec("ratio", "enum", m.ratios[0], "output width:height in pixels", choices=list(m.ratios)),
             ParamSpec(
@@ -280,6 +368,7 @@ class RunwayProvider(Provider):
                 "video length in seconds (billed per second)",
                 choices=list(m.durations),
             ),
+            *audio,
             ParamSpec(
                 "seed",
                 "int",
@@ -303,8 +392,14 @@ class RunwayProvider(Provider):
             raise ParamError(
                 "params.duration", f"{m.name} supports durations {list(m.durations)} s, not {duration!r}"
             )
-        if spec.prompt and len(spec.prompt) > PROMPT_MAX_CHARS:
-            raise ParamError("prompt", f"Runway takes at most {PROMPT_MAX_CHARS} characters of prompt")
+        if m.prompt_required and not spec.prompt:
+            raise ParamError("prompt", f"{m.name} needs a prompt describing the video")
+        if spec.prompt and prompt_length(spec.prompt) > PROMPT_MAX_CHARS:
+            raise ParamError(
+                "prompt",
+                f"prompt is {prompt_length(spec.prompt)} UTF-16 code units long (as Runway counts); "
+                f"Runway takes at most {PROMPT_MAX_CHARS}",
+            )
         return spec
 
     # ----- HTTP --------------------------------------------------------------------
@@ -428,6 +523,9 @@ class RunwayProvider(Provider):
             raise FatalError(f"unknown Runway model {spec.model!r}", code="bad_model")
         ratio = spec.params.get("ratio", m.ratios[0])
         duration = int(spec.params.get("duration", m.default_duration))
+        audio = bool(spec.params.get("audio", True)) if m.takes_audio else None
+        if m.prompt_required and not spec.prompt:
+            raise FatalError(f"{m.name} needs a prompt", code="bad_params")
         seed = spec.params.get("seed")
         if seed is None:
             # Deterministic per item attempt: a re-sent request carries the same body.
@@ -445,7 +543,7 @@ class RunwayProvider(Provider):
                 resumed = True
                 log.info("runway: resuming task %s for item %s attempt %s", task_id, ctx.item_id, ctx.attempt)
         if not task_id:
-            if ctx.input_url and ctx.input_url.startswith("https://"):
+            if fetchable_by_runway(ctx.input_url):
                 prompt_image = ctx.input_url
             else:
                 prompt_image = image_data_uri(Path(input_path))
@@ -458,6 +556,8 @@ class RunwayProvider(Provider):
             }
             if spec.prompt:
                 body["promptText"] = spec.prompt
+            if audio is not None:
+                body["audio"] = audio
             ctx.report_progress(0.01, "submitting to Runway")
             resp = self._request("POST", "/v1/image_to_video", ctx, body=body)
             if resp.status_code == 404:
@@ -484,6 +584,10 @@ class RunwayProvider(Provider):
             raise
         outputs = self._download(task, ctx)
         ctx.report_progress(1.0, "done")
+        credits = _charged_credits(task)
+        cost_source = "runway"
+        if credits is None:
+            credits, cost_source = estimate_credits(m.name, duration, audio is not False), "estimate"
         return RunResult(
             outputs=outputs,
             meta={
@@ -493,8 +597,10 @@ class RunwayProvider(Provider):
                 "ratio": ratio,
                 "duration": duration,
                 "seed": int(seed),
-                "credits": m.credits_per_second * duration,
-                "cost_usd": estimate_cost_usd(m.name, duration),
+                "audio": audio,
+                "credits": credits,
+                "cost_usd": round(credits * USD_PER_CREDIT, 4) if credits is not None else None,
+                "cost_source": cost_source,
                 "polls": polls,
                 "wall_s": round(time.monotonic() - started, 3),
                 "simulated": self.demo,

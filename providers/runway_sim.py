@@ -8,15 +8,33 @@ Used by the embedded default stack (no Runway key needed) and by tests:
     ...
     server.stop()
 
+It answers what the official `runwayml` SDK (5.24) parses, and refuses what Runway
+refuses; tests drive it with that SDK (tests/providers/test_runway_sdk.py), and
+where the two disagree the SDK wins. Its rules are its own (`RUNWAY_MODELS`), not
+read from our client, so a client that drifts from Runway's API fails against it.
+
 Endpoints (Runway API version 2024-11-06):
 
-* `POST /v1/image_to_video`: checks the bearer token, `X-Runway-Version`, model,
-  ratio, duration, seed, promptText and `promptImage` (data URI up to 5 MB or an
-  http(s) URL); answers `{"id"}`, or 400 with `{"error", "issues"}`.
+* `POST /v1/image_to_video`: checks the bearer token, `X-Runway-Version` and the
+  body per model: ratio, duration (required for gen4.5), promptText (required for
+  gen4.5; at most 1000 UTF-16 code units), seed, `audio` (Veo), and `promptImage`
+  as a string or an array of `{uri, position}` ("first", and "last" for Veo), each
+  an HTTPS URL on a domain name (no IP address, at most 2048 characters), a base64
+  data URI of a PNG / JPEG / WebP image up to 5 MB, or a `runway://` URI from an
+  upload. Answers `{"id", "estimatedCost"}`, or 400 with `{"error", "issues"}`.
 * `GET /v1/tasks/{id}`: PENDING / THROTTLED -> RUNNING (with `progress`) ->
   SUCCEEDED (`output`: a small real mp4 made from the input image, served by this
-  server) or FAILED (`failure`, `failureCode`); CANCELLED after a DELETE.
-* `DELETE /v1/tasks/{id}`: cancels a running task, deletes a finished one (204).
+  server) or FAILED (`failure`, `failureCode`); CANCELLED after a DELETE. Pending
+  states carry `estimatedCost`, finished ones the charged `cost` (0 for a failed
+  task or one cancelled before it ran).
+* `DELETE /v1/tasks/{id}`: cancels an unfinished task, deletes a finished or
+  cancelled one (then 404); 204.
+* `POST /v1/uploads`: an ephemeral upload (`uploadUrl`, `fields`, `runwayUri`),
+  the file then POSTed as multipart form data to `uploadUrl` on this server.
+
+Where it differs from Runway: image URLs are fetched when the video is rendered
+(an unreachable one fails the task with ASSET.INVALID) rather than at creation;
+a cancelled task stays readable as CANCELLED until deleted.
 
 Test hooks: `POST /_sim/config` (JSON of `SimConfig` fields), `GET /_sim/stats`,
 `POST /_sim/reset`, or the same through the `RunwaySimServer` object.
@@ -29,6 +47,7 @@ import base64
 import binascii
 import hashlib
 import io
+import ipaddress
 import json
 import os
 import tempfile
@@ -38,13 +57,64 @@ import uuid
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from providers.runway import API_VERSION, MAX_DATA_URI_BYTES, MODELS, PROMPT_MAX_CHARS, SEED_MAX
+API_VERSION = "2024-11-06"
+PROMPT_MAX_UTF16 = 1000
+DATA_URI_MAX_BYTES = 5 * 1024 * 1024
+URL_MAX_CHARS = 2048
+SEED_MAX = 4294967295
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg", "image/webp")
+
+GEN4_RATIOS = ("1280:720", "720:1280", "1104:832", "832:1104", "960:960", "1584:672")
+VEO_RATIOS = ("1280:720", "720:1280", "1080:1920", "1920:1080")
+
+
+@dataclass(frozen=True)
+class ModelRules:
+    """What `POST /v1/image_to_video` takes for one model, as the runwayml SDK types it."""
+
+    ratios: tuple[str, ...]
+    durations: tuple[int, ...]
+    default_duration: int
+    # Credits per output second from Runway's published pricing (the estimate and the charge).
+    credits_per_second: float
+    duration_required: bool = False
+    prompt_required: bool = False
+    # Positions an array `promptImage` may name; "first" is always needed.
+    positions: tuple[str, ...] = ("first",)
+    # Set for the models that take `audio` (default on): their rate without it.
+    credits_per_second_without_audio: float | None = None
+
+    @property
+    def takes_audio(self) -> bool:
+        return self.credits_per_second_without_audio is not None
+
+    def credits(self, body: dict[str, Any]) -> float:
+        per_second = self.credits_per_second
+        if self.takes_audio and body.get("audio") is False:
+            per_second = self.credits_per_second_without_audio or per_second
+        return per_second * int(body.get("duration", self.default_duration))
+
+
+RUNWAY_MODELS: dict[str, ModelRules] = {
+    # The SDK types gen4_turbo's duration as any int; Runway's reference gives 2-10 s (default 10).
+    "gen4_turbo": ModelRules(GEN4_RATIOS, tuple(range(2, 11)), 10, 5),
+    "gen4.5": ModelRules(
+        GEN4_RATIOS, tuple(range(2, 11)), 5, 12, duration_required=True, prompt_required=True
+    ),
+    "veo3.1": ModelRules(
+        VEO_RATIOS, (4, 6, 8), 8, 40, positions=("first", "last"), credits_per_second_without_audio=20
+    ),
+    "veo3.1_fast": ModelRules(
+        VEO_RATIOS, (4, 6, 8), 8, 15, positions=("first", "last"), credits_per_second_without_audio=10
+    ),
+}
 
 
 @dataclass
@@ -69,6 +139,9 @@ class SimConfig:
     # Tasks created from now on end FAILED with this failureCode.
     fail_code: str | None = None
     fail_message: str = "An unexpected error occurred."
+    # Credits that tasks created from now on report as charged when they succeed (None: the price
+    # list), as Runway's final `cost` may differ from its estimate.
+    charge_credits: int | None = None
     # The next `slow_count` API requests (-1: all) wait this long before being handled.
     slow_s: float = 0.0
     slow_count: int = -1
@@ -90,7 +163,10 @@ class _Task:
     duration_s: float
     fail_code: str | None
     fail_message: str
-    cancelled: bool = False
+    estimated_credits: float
+    charge_credits: int | None
+    # The state a DELETE found it in: cancelled while RUNNING is charged, before that refunded.
+    cancelled_in: str | None = None
     deleted: bool = False
     video: bytes | None = None
     render_error: str | None = None
@@ -103,6 +179,8 @@ class RunwaySim:
         self.config = config or SimConfig()
         self.lock = threading.Lock()
         self.tasks: dict[str, _Task] = {}
+        # runway:// URI -> the uploaded bytes (None until the file arrives at its upload URL).
+        self.uploads: dict[str, bytes | None] = {}
         self.answers_held: set[str] = set()  # images whose create answer was held back
         self.stats: dict[str, Any] = {}
         self.reset_stats()
@@ -111,6 +189,8 @@ class RunwaySim:
                 Rule("/v1/image_to_video", endpoint="create", methods=["POST"]),
                 Rule("/v1/tasks/<task_id>", endpoint="get_task", methods=["GET"]),
                 Rule("/v1/tasks/<task_id>", endpoint="delete_task", methods=["DELETE"]),
+                Rule("/v1/uploads", endpoint="create_upload", methods=["POST"]),
+                Rule("/_sim/uploads/<upload_id>", endpoint="upload_file", methods=["POST"]),
                 Rule("/_sim/outputs/<task_id>/<name>", endpoint="output", methods=["GET"]),
                 Rule("/_sim/config", endpoint="config", methods=["GET", "POST"]),
                 Rule("/_sim/stats", endpoint="stats", methods=["GET"]),
@@ -124,12 +204,14 @@ class RunwaySim:
     def reset_stats(self) -> None:
         with self.lock:
             self.tasks.clear()
+            self.uploads.clear()
             self.stats = {
                 "tasks_created": 0,
                 "tasks_by_prompt": {},
                 "tasks_by_seed": {},
                 "deletes": 0,
                 "cancelled": 0,
+                "uploads": 0,
                 "requests": {},
                 "faults_served": {"429": 0, "500": 0, "slow": 0, "answer_delayed": 0},
                 "output_downloads": 0,
@@ -149,18 +231,22 @@ class RunwaySim:
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             out = json.loads(json.dumps(self.stats))
-            out["tasks"] = {
-                t.id: {
-                    "status": self._status(t)[0],
+            tasks = {}
+            for t in self.tasks.values():
+                status = self._status(t)[0]
+                tasks[t.id] = {
+                    "status": status,
                     "model": t.body.get("model"),
                     "ratio": t.body.get("ratio"),
                     "duration": t.body.get("duration"),
                     "seed": t.body.get("seed"),
                     "promptText": t.body.get("promptText"),
+                    "audio": t.body.get("audio"),
+                    "fields": sorted(t.body),
+                    "credits": self._charged(t, status),
                     "deleted": t.deleted,
                 }
-                for t in self.tasks.values()
-            }
+            out["tasks"] = tasks
             return out
 
     # ----- WSGI --------------------------------------------------------------------
@@ -256,23 +342,27 @@ class RunwaySim:
             body = json.loads(request.get_data(as_text=True) or "null")
         except ValueError:
             return _json({"error": "Request body is not valid JSON"}, 400)
-        issues = _validate(body)
+        with self.lock:
+            uploaded = {uri for uri, data in self.uploads.items() if data is not None}
+        issues = _validate(body, uploaded)
         if issues:
-            first = issues[0]
-            return _json({"error": f"Validation of body failed: {first['message']}", "issues": issues}, 400)
+            return _invalid(issues)
         now = time.monotonic()
+        rules = RUNWAY_MODELS[body["model"]]
         with self.lock:
             cfg = self.config
             task = _Task(
                 id=str(uuid.uuid4()),
                 created=now,
-                created_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                created_at=_now_iso(),
                 body=body,
                 throttled_s=cfg.throttled_s,
                 pending_s=cfg.pending_s,
                 duration_s=cfg.duration_s,
                 fail_code=cfg.fail_code,
                 fail_message=cfg.fail_message,
+                estimated_credits=rules.credits(body),
+                charge_credits=cfg.charge_credits,
             )
             self.tasks[task.id] = task
             self.stats["tasks_created"] += 1
@@ -282,7 +372,7 @@ class RunwaySim:
                 seed = str(body["seed"])
                 self.stats["tasks_by_seed"][seed] = self.stats["tasks_by_seed"].get(seed, 0) + 1
             hold = 0.0
-            image = hashlib.sha256(str(body.get("promptImage", "")).encode()).hexdigest()
+            image = hashlib.sha256(json.dumps(body.get("promptImage")).encode()).hexdigest()
             if cfg.answer_delay_count > 0 and image not in self.answers_held:
                 self.answers_held.add(image)
                 cfg.answer_delay_count -= 1
@@ -290,10 +380,10 @@ class RunwaySim:
                 self.stats["faults_served"]["answer_delayed"] += 1
         if hold:
             time.sleep(hold)
-        return _json({"id": task.id})
+        return _json({"id": task.id, "estimatedCost": {"credits": task.estimated_credits}})
 
     def _status(self, task: _Task) -> tuple[str, float]:
-        if task.cancelled:
+        if task.cancelled_in is not None:
             return "CANCELLED", 0.0
         elapsed = time.monotonic() - task.created
         if elapsed < task.throttled_s:
@@ -308,6 +398,15 @@ class RunwaySim:
             return "FAILED", 1.0
         return "SUCCEEDED", 1.0
 
+    def _charged(self, task: _Task, status: str) -> int | None:
+        """Credits a finished task reports as charged (None while it is unfinished)."""
+        full = task.charge_credits if task.charge_credits is not None else round(task.estimated_credits)
+        if status == "SUCCEEDED" or (status == "CANCELLED" and task.cancelled_in == "RUNNING"):
+            return full
+        if status in ("FAILED", "CANCELLED"):
+            return 0
+        return None
+
     def on_get_task(self, request: Request, task_id: str) -> Response:
         gate = self._api_gate(request, "GET /v1/tasks")
         if gate is not None:
@@ -319,7 +418,12 @@ class RunwaySim:
             status, progress = self._status(task)
         if status == "SUCCEEDED" and task.video is None:
             try:
-                video = _render_video(task.body, self.config.video_width, self.config.video_fps)
+                video = _render_video(
+                    self._load_image(_first_image(task.body)),
+                    task.body,
+                    self.config.video_width,
+                    self.config.video_fps,
+                )
             except Exception as exc:  # a bad asset fails the task, as Runway does
                 with self.lock:
                     task.render_error = f"Could not process the input image: {exc}"
@@ -329,6 +433,12 @@ class RunwaySim:
             with self.lock:
                 status, progress = self._status(task)
         doc: dict[str, Any] = {"id": task.id, "status": status, "createdAt": task.created_at}
+        with self.lock:
+            charged = self._charged(task, status)
+        if charged is None:
+            doc["estimatedCost"] = {"credits": task.estimated_credits}
+        else:
+            doc["cost"] = {"credits": charged}
         if status == "RUNNING":
             doc["progress"] = round(progress, 3)
         elif status == "SUCCEEDED":
@@ -354,8 +464,51 @@ class RunwaySim:
             if status in ("SUCCEEDED", "FAILED", "CANCELLED"):
                 task.deleted = True
             else:
-                task.cancelled = True
+                task.cancelled_in = status
                 self.stats["cancelled"] += 1
+        return Response(status=204)
+
+    def on_create_upload(self, request: Request) -> Response:
+        gate = self._api_gate(request, "POST /v1/uploads")
+        if gate is not None:
+            return gate
+        body = request.get_json(silent=True)
+        issues = []
+        if not isinstance(body, dict):
+            issues.append(_issue(["body"], "Expected a JSON object", "invalid_type"))
+        else:
+            if not isinstance(body.get("filename"), str) or not body["filename"]:
+                issues.append(_issue(["filename"], "Required: the file's name", "invalid_type"))
+            if body.get("type") != "ephemeral":
+                issues.append(
+                    _issue(["type"], "Invalid enum value. Expected 'ephemeral'", "invalid_enum_value")
+                )
+        if issues:
+            return _invalid(issues)
+        upload_id = uuid.uuid4().hex
+        uri = f"runway://uploads/{upload_id}"
+        with self.lock:
+            self.uploads[uri] = None
+        return _json(
+            {
+                "uploadUrl": f"{request.host_url.rstrip('/')}/_sim/uploads/{upload_id}",
+                "fields": {"key": f"uploads/{upload_id}/{body['filename']}"},
+                "runwayUri": uri,
+            }
+        )
+
+    def on_upload_file(self, request: Request, upload_id: str) -> Response:
+        """The storage side of an upload: a multipart POST with the given fields and `file`."""
+        self._count("POST upload")
+        uri = f"runway://uploads/{upload_id}"
+        upload = request.files.get("file")
+        with self.lock:
+            if uri not in self.uploads:
+                raise NotFound("No such upload")
+            if upload is None or not request.form.get("key", "").startswith(f"uploads/{upload_id}/"):
+                return _json({"error": "Expected the upload's fields and a file"}, 400)
+            self.uploads[uri] = upload.read()
+            self.stats["uploads"] += 1
         return Response(status=204)
 
     def on_output(self, request: Request, task_id: str, name: str) -> Response:
@@ -370,86 +523,181 @@ class RunwaySim:
             raise NotFound("Output not found or expired")
         return Response(video, mimetype="video/mp4")
 
+    def _load_image(self, uri: str):
+        from PIL import Image, ImageOps
+
+        if uri.startswith("data:"):
+            raw = base64.b64decode(uri.split(",", 1)[1])
+        elif uri.startswith("runway://"):
+            with self.lock:
+                raw = self.uploads.get(uri) or b""
+        else:
+            import requests
+
+            # Runway follows no redirects when it fetches an asset.
+            resp = requests.get(uri, timeout=10, allow_redirects=False)
+            resp.raise_for_status()
+            raw = resp.content
+        with Image.open(io.BytesIO(raw)) as opened:
+            return ImageOps.exif_transpose(opened).convert("RGB")
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
 
 def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps(doc), status=status, mimetype="application/json", headers=headers)
 
 
-def _issue(path: str, message: str) -> dict[str, Any]:
-    return {"path": [path], "message": message}
+def _issue(path: list[str | int], message: str, code: str = "custom") -> dict[str, Any]:
+    return {"code": code, "path": path, "message": message}
 
 
-def _validate(body: Any) -> list[dict[str, Any]]:
-    if not isinstance(body, dict):
-        return [_issue("body", "Expected a JSON object")]
-    issues = []
-    model = MODELS.get(body.get("model"))  # type: ignore[arg-type]
-    if model is None:
-        issues.append(
-            _issue("model", f"Invalid model {body.get('model')!r}; expected one of {sorted(MODELS)}")
-        )
-    image = body.get("promptImage")
-    if not isinstance(image, str) or not image:
-        issues.append(_issue("promptImage", "Required: an HTTPS URL or a data URI"))
-    elif image.startswith("data:"):
-        if len(image) > MAX_DATA_URI_BYTES:
-            issues.append(_issue("promptImage", "Data URIs must be at most 5 MB"))
-        elif not image.startswith(
-            ("data:image/png;base64,", "data:image/jpeg;base64,", "data:image/webp;base64,")
-        ):
-            issues.append(_issue("promptImage", "Data URIs must be base64 PNG, JPEG or WebP images"))
+def _invalid(issues: list[dict[str, Any]]) -> Response:
+    return _json({"error": f"Validation of body failed: {issues[0]['message']}", "issues": issues}, 400)
+
+
+def _first_image(body: dict[str, Any]) -> str:
+    image = body["promptImage"]
+    if isinstance(image, str):
+        return image
+    return next(entry["uri"] for entry in image if entry["position"] == "first")
+
+
+def _utf16_length(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _check_image_uri(uri: Any, path: list[str | int], uploaded: set[str]) -> list[dict[str, Any]]:
+    """Runway's rules for one image input (docs.dev.runwayml.com/assets/inputs)."""
+    if not isinstance(uri, str) or not uri:
+        return [_issue(path, "Expected an HTTPS URL, a runway:// upload URI or a data URI", "invalid_type")]
+    if uri.startswith("data:"):
+        header, comma, payload = uri.partition(",")
+        if len(uri) > DATA_URI_MAX_BYTES:
+            return [_issue(path, "Data URIs must be at most 5 MB", "too_big")]
+        if not comma or not header.endswith(";base64"):
+            return [_issue(path, "Invalid data URI.")]
+        if header[len("data:") : -len(";base64")].lower() not in IMAGE_TYPES:
+            return [_issue(path, "Unsupported asset type. Data URIs must be PNG, JPEG or WebP images.")]
+        try:
+            base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            return [_issue(path, "Invalid data URI.")]
+        return []
+    if uri.startswith("runway://"):
+        return [] if uri in uploaded else [_issue(path, "Unknown or expired upload URI.")]
+    if len(uri) > URL_MAX_CHARS:
+        return [_issue(path, f"URLs must be at most {URL_MAX_CHARS} characters", "too_big")]
+    try:
+        parts = urlsplit(uri)
+        host = parts.hostname
+    except ValueError:
+        return [_issue(path, "Invalid URL")]
+    if parts.scheme != "https":
+        return [_issue(path, "Only HTTPS URLs are allowed.")]
+    if not host:
+        return [_issue(path, "Invalid URL")]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return []
+    return [_issue(path, "URLs must be hosted on a domain.")]
+
+
+def _check_prompt_image(image: Any, rules: ModelRules | None, uploaded: set[str]) -> list[dict[str, Any]]:
+    if not isinstance(image, list):
+        return _check_image_uri(image, ["promptImage"], uploaded)
+    positions = rules.positions if rules is not None else ("first", "last")
+    issues: list[dict[str, Any]] = []
+    seen = []
+    for i, entry in enumerate(image):
+        if not isinstance(entry, dict):
+            issues.append(
+                _issue(["promptImage", i], "Expected an object with uri and position", "invalid_type")
+            )
+            continue
+        if entry.get("position") not in positions:
+            issues.append(
+                _issue(
+                    ["promptImage", i, "position"],
+                    f"Invalid enum value. Expected {' | '.join(repr(p) for p in positions)}",
+                    "invalid_enum_value",
+                )
+            )
         else:
-            try:
-                base64.b64decode(image.split(",", 1)[1], validate=True)
-            except (binascii.Error, ValueError):
-                issues.append(_issue("promptImage", "Invalid base64 in data URI"))
-    elif not image.startswith(("https://", "http://")):
-        issues.append(_issue("promptImage", "Expected an HTTPS URL or a data URI"))
-    if model is not None:
-        if body.get("ratio") not in model.ratios:
-            issues.append(
-                _issue(
-                    "ratio",
-                    f"Invalid ratio {body.get('ratio')!r} for {model.name}; expected one of {list(model.ratios)}",
-                )
-            )
-        duration = body.get("duration", model.default_duration)
-        if isinstance(duration, bool) or duration not in model.durations:
-            issues.append(
-                _issue(
-                    "duration",
-                    f"Invalid duration {duration!r} for {model.name}; expected one of {list(model.durations)}",
-                )
-            )
-    text = body.get("promptText")
-    if text is not None and (not isinstance(text, str) or len(text) > PROMPT_MAX_CHARS):
+            seen.append(entry["position"])
+        issues += _check_image_uri(entry.get("uri"), ["promptImage", i, "uri"], uploaded)
+    if not issues:
+        if len(seen) != len(set(seen)):
+            issues.append(_issue(["promptImage"], "Each position may be given once"))
+        elif "first" not in seen:
+            issues.append(_issue(["promptImage"], "A first frame is required"))
+    return issues
+
+
+def _validate(body: Any, uploaded: set[str]) -> list[dict[str, Any]]:
+    if not isinstance(body, dict):
+        return [_issue(["body"], "Expected a JSON object", "invalid_type")]
+    issues = []
+    rules = RUNWAY_MODELS.get(body.get("model"))  # type: ignore[arg-type]
+    if rules is None:
         issues.append(
-            _issue("promptText", f"promptText must be a string of at most {PROMPT_MAX_CHARS} characters")
+            _issue(
+                ["model"],
+                f"Invalid model {body.get('model')!r}; expected one of {sorted(RUNWAY_MODELS)}",
+                "invalid_union_discriminator",
+            )
         )
+    if "promptImage" not in body:
+        issues.append(_issue(["promptImage"], "Required", "invalid_type"))
+    else:
+        issues += _check_prompt_image(body["promptImage"], rules, uploaded)
+    text = body.get("promptText")
+    if text is None:
+        if rules is not None and rules.prompt_required:
+            issues.append(_issue(["promptText"], "Required", "invalid_type"))
+    elif not isinstance(text, str) or not text:
+        issues.append(_issue(["promptText"], "promptText must be a non-empty string", "invalid_type"))
+    elif _utf16_length(text) > PROMPT_MAX_UTF16:
+        issues.append(
+            _issue(
+                ["promptText"],
+                f"promptText must be at most {PROMPT_MAX_UTF16} characters (UTF-16 code units)",
+                "too_big",
+            )
+        )
+    if rules is not None:
+        if body.get("ratio") not in rules.ratios:
+            issues.append(
+                _issue(
+                    ["ratio"],
+                    f"Invalid ratio {body.get('ratio')!r} for {body['model']}; expected one of {list(rules.ratios)}",
+                    "invalid_enum_value",
+                )
+            )
+        if "duration" not in body and rules.duration_required:
+            issues.append(_issue(["duration"], "Required", "invalid_type"))
+        duration = body.get("duration", rules.default_duration)
+        if isinstance(duration, bool) or duration not in rules.durations:
+            issues.append(
+                _issue(
+                    ["duration"],
+                    f"Invalid duration {duration!r} for {body['model']}; expected one of {list(rules.durations)}",
+                )
+            )
+        if rules.takes_audio and "audio" in body and not isinstance(body["audio"], bool):
+            issues.append(_issue(["audio"], "Expected boolean", "invalid_type"))
     seed = body.get("seed")
     if seed is not None and (
         isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX
     ):
-        issues.append(_issue("seed", f"seed must be an integer between 0 and {SEED_MAX}"))
+        issues.append(_issue(["seed"], f"seed must be an integer between 0 and {SEED_MAX}"))
     return issues
 
 
-def _load_image(source: str):
-    from PIL import Image, ImageOps
-
-    if source.startswith("data:"):
-        raw = base64.b64decode(source.split(",", 1)[1])
-    else:
-        import requests
-
-        resp = requests.get(source, timeout=10)
-        resp.raise_for_status()
-        raw = resp.content
-    with Image.open(io.BytesIO(raw)) as opened:
-        return ImageOps.exif_transpose(opened).convert("RGB")
-
-
-def _render_video(body: dict[str, Any], width: int, fps: int) -> bytes:
+def _render_video(image, body: dict[str, Any], width: int, fps: int) -> bytes:
     """A small real mp4: the input image, cover-cropped to the ratio, slowly zooming in."""
     import imageio.v2 as imageio
     import numpy as np
@@ -458,9 +706,7 @@ def _render_video(body: dict[str, Any], width: int, fps: int) -> bytes:
     rw, rh = (int(v) for v in str(body["ratio"]).split(":"))
     width = max(16, width // 16 * 16)
     height = max(16, round(width * rh / rw / 16) * 16)
-    model = MODELS[body["model"]]
-    duration = int(body.get("duration", model.default_duration))
-    image = _load_image(body["promptImage"])
+    duration = int(body.get("duration", RUNWAY_MODELS[body["model"]].default_duration))
     # Cover-crop to the output aspect ratio.
     target = width / height
     if image.width / image.height > target:

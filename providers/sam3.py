@@ -1,12 +1,14 @@
 """SAM3 promptable concept segmentation (transformers `Sam3Model`).
 
 One image, several text concepts: the vision features are computed once per image
-and reused for every concept (one batched decoder pass per chunk of concepts).
+and shared, uncopied, by its concepts, which are decoded one at a time.
 Several items at once (`run_batch`): one vision-encoder pass for all their images,
 then each image's own concepts against its slice of those features.
 Outputs per concept a labelled instance mask (PNG, input size, pixel value =
 instance label, 0 = background), one JSON describing every instance, and a
-preview overlay.
+preview overlay. A concept's mask is written, and painted into the preview, as soon
+as the concept is decoded and its tensors are dropped: memory holds one concept's
+masks at a time, however many concepts a job has.
 
 Pre-processing uses the official `Sam3Processor` where torchvision works (CUDA
 hosts); otherwise the same steps are done here without torchvision: bilinear
@@ -54,8 +56,6 @@ LOAD_COUNT = 0
 MAX_CONCEPTS = 64
 MAX_CONCEPT_CHARS = 200
 TEXT_LENGTH = 32
-# Concepts decoded together against one set of vision features.
-CONCEPT_BATCH = 8
 PREVIEW_MAX_SIDE = 1280
 
 
@@ -97,6 +97,9 @@ class Sam3Provider(Provider):
     label = "SAM3 segmentation"
     description = "Finds every instance of each text concept and returns labelled masks (Meta SAM3)."
     prompt_field = "prompts"
+    # Per concept: a concept is a short noun phrase and the text encoder reads TEXT_LENGTH (32)
+    # tokens of it; 200 characters is several times that, so nothing a person means is refused.
+    max_prompt_chars = MAX_CONCEPT_CHARS
     # Images whose vision features are computed in one call (each then decodes its own concepts).
     max_batch = 8
 
@@ -252,18 +255,16 @@ class Sam3Provider(Provider):
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
     @staticmethod
-    def _image_vision(vision: Any, index: int, n: int) -> Any:
-        """Image `index`'s vision features for a batch of n concepts (the decoder reads only the FPN maps).
+    def _image_vision(vision: Any, index: int) -> Any:
+        """Image `index`'s vision features, for one concept at a time (the decoder reads only the FPN maps).
 
-        Slicing and expanding are views: no copy of the feature maps per image or per concept.
+        Slices are views of the batch's features. One concept per decoder call, because the mask decoder
+        clones its input maps and builds full-resolution pixel embeddings per batch row: a batch of n
+        concepts (even over expanded views) holds n copies of them at once.
         """
         return type(vision)(
-            fpn_hidden_states=tuple(
-                x[index : index + 1].expand(n, -1, -1, -1) for x in vision.fpn_hidden_states
-            ),
-            fpn_position_encoding=tuple(
-                x[index : index + 1].expand(n, -1, -1, -1) for x in vision.fpn_position_encoding
-            ),
+            fpn_hidden_states=tuple(x[index : index + 1] for x in vision.fpn_hidden_states),
+            fpn_position_encoding=tuple(x[index : index + 1] for x in vision.fpn_position_encoding),
         )
 
     def _instances(
@@ -380,7 +381,7 @@ class Sam3Provider(Provider):
                 # Entries already cancelled or failed keep that outcome; a retry would not change it.
                 for item in live:
                     if item.result is None:
-                        item.result = RetryableError(f"out of GPU memory: {oom}", code="oom")
+                        item.fail(RetryableError(f"out of GPU memory: {oom}", code="oom"))
 
     def _encode_and_decode(self, live: list[_Item]) -> None:
         """Vision features of all images in one call, then each image's concepts on its slice."""
@@ -404,101 +405,110 @@ class Sam3Provider(Provider):
                     item.fail(exc)
 
     def _decode(self, item: _Item, vision: Any, index: int) -> None:
-        """One image's concepts, CONCEPT_BATCH at a time, against its slice of the batch's features."""
-        started = time.monotonic()
+        """One image's concepts, one at a time, against its slice of the batch's features; each
+        concept's mask is written as soon as it is decoded, then the preview once all are."""
+        import numpy as np
+
         ctx = item.ctx
         ctx.report_progress(0.3, "image encoded")
         size = (item.image.height, item.image.width)
+        features = self._image_vision(vision, index)
+        item.overlay = np.asarray(item.image, dtype=np.float32).copy()
         concepts = item.concepts
-        for start in range(0, len(concepts), CONCEPT_BATCH):
+        for ci, concept in enumerate(concepts):
             ctx.check_cancelled()
-            chunk = concepts[start : start + CONCEPT_BATCH]
-            ids, mask = self._text_inputs(chunk)
-            out = self._model(
-                vision_embeds=self._image_vision(vision, index, len(chunk)),
-                input_ids=ids,
-                attention_mask=mask,
-            )
-            for row in range(len(chunk)):
-                item.found.append(self._instances(out, row, size, item.threshold, item.mask_threshold))
-            done = start + len(chunk)
+            started = time.monotonic()
+            ids, mask = self._text_inputs([concept])
+            out = self._model(vision_embeds=features, input_ids=ids, attention_mask=mask)
+            found = self._instances(out, 0, size, item.threshold, item.mask_threshold)
+            # The concept's raw masks (queries x mask size) go before the next concept is decoded.
+            del out
+            item.inference_ms += (time.monotonic() - started) * 1000
+            self._write_concept(item, ci, concept, found)
+            done = ci + 1
             ctx.report_progress(0.3 + 0.6 * done / len(concepts), f"{done}/{len(concepts)} concepts")
-        item.inference_ms += (time.monotonic() - started) * 1000
+        self._write_preview(item)
 
-    def _write(self, item: _Item) -> RunResult:
-        """One entry's label PNGs, instances JSON and preview, into its own workdir."""
+    def _write_concept(self, item: _Item, ci: int, concept: str, found: _Found) -> None:
+        """One concept's label PNG into the entry's workdir, its instances noted, its masks painted."""
         import numpy as np
         from PIL import Image
 
+        role = f"mask_{slug(concept)}"
+        if role in item.roles:
+            role = f"{role}_{ci}"
+        item.roles.add(role)
+        labels = found.labels
+        path = item.ctx.workdir / f"{role}.png"
+        item.written.append(path)
+        Image.fromarray(labels).save(path)
+        item.masks.append(OutputFile(path, "image/png", role))
+        for label, (score, box) in enumerate(zip(found.scores, found.boxes, strict=True), start=1):
+            item.instances.append(
+                {
+                    "concept": concept,
+                    "concept_index": ci,
+                    "label": label,
+                    "mask_role": role,
+                    "score": round(score, 5),
+                    "box": box,
+                    "area": int((labels == label).sum()),
+                }
+            )
+        item.summary.append(
+            {"concept": concept, "role": role, "file": path.name, "instances": len(found.scores)}
+        )
+        overlay = item.overlay
+        for label in range(1, len(found.scores) + 1):
+            colour = np.array(_colour(ci, label), dtype=np.float32)
+            sel = labels == label
+            overlay[sel] = overlay[sel] * 0.45 + colour * 0.55
+
+    def _write_preview(self, item: _Item) -> None:
+        """The overlay of every concept's instances on the input, as a PNG; the overlay is dropped."""
+        import numpy as np
+        from PIL import Image
+
+        preview = Image.fromarray(item.overlay.round().clip(0, 255).astype(np.uint8))
+        item.overlay = None
+        if max(preview.size) > PREVIEW_MAX_SIDE:
+            preview.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
+        path = item.ctx.workdir / "preview.png"
+        item.written.append(path)
+        preview.save(path)
+        item.preview = OutputFile(path, "image/png", "preview")
+
+    def _write(self, item: _Item) -> RunResult:
+        """One entry's instances JSON (its masks and preview are written by now) and its result."""
         ctx = item.ctx
         ctx.check_cancelled()
         image = item.image
-        concepts = item.concepts
-        outputs: list[OutputFile] = []
-        instances: list[dict[str, Any]] = []
-        summary: list[dict[str, Any]] = []
-        used: set[str] = set()
-        overlay = np.asarray(image, dtype=np.float32).copy()
-        for ci, (concept, found) in enumerate(zip(concepts, item.found, strict=True)):
-            role = f"mask_{slug(concept)}"
-            if role in used:
-                role = f"{role}_{ci}"
-            used.add(role)
-            labels = found.labels
-            path = ctx.workdir / f"{role}.png"
-            Image.fromarray(labels).save(path)
-            outputs.append(OutputFile(path, "image/png", role))
-            for label, (score, box) in enumerate(zip(found.scores, found.boxes, strict=True), start=1):
-                instances.append(
-                    {
-                        "concept": concept,
-                        "concept_index": ci,
-                        "label": label,
-                        "mask_role": role,
-                        "score": round(score, 5),
-                        "box": box,
-                        "area": int((labels == label).sum()),
-                    }
-                )
-            summary.append(
-                {"concept": concept, "role": role, "file": path.name, "instances": len(found.scores)}
-            )
-            for label in range(1, len(found.scores) + 1):
-                colour = np.array(_colour(ci, label), dtype=np.float32)
-                sel = labels == label
-                overlay[sel] = overlay[sel] * 0.45 + colour * 0.55
-
-        preview = Image.fromarray(overlay.round().clip(0, 255).astype(np.uint8))
-        if max(preview.size) > PREVIEW_MAX_SIDE:
-            preview.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
-        preview_path = ctx.workdir / "preview.png"
-        preview.save(preview_path)
-
         report = {
             "image": {"width": image.width, "height": image.height},
             "model": self.model_ref or "demo",
             "processor": self.processor_kind,
             "score_threshold": item.threshold,
             "mask_threshold": item.mask_threshold,
-            "concepts": summary,
-            "instances": instances,
+            "concepts": item.summary,
+            "instances": item.instances,
             "inference_ms": round(item.inference_ms, 1),
             # The vision pass covered the whole batch.
             "vision_ms": round(item.vision_ms, 1),
             "batch_size": item.batch_size,
         }
         json_path = ctx.workdir / "instances.json"
+        item.written.append(json_path)
         json_path.write_text(json.dumps(report, indent=2) + "\n")
-        outputs.append(OutputFile(json_path, "application/json", "instances"))
-        outputs.append(OutputFile(preview_path, "image/png", "preview"))
+        assert item.preview is not None  # written by _decode, the step before this one
+        outputs = [*item.masks, OutputFile(json_path, "application/json", "instances"), item.preview]
         ctx.report_progress(1.0, "done")
         return RunResult(
             outputs=outputs,
             meta={
                 "model": self.model_ref or "demo",
                 "device": self.device,
-                "instances": len(instances),
-                "concepts": len(concepts),
+                "instances": len(item.instances),
+                "concepts": len(item.concepts),
                 "inference_ms": round(item.inference_ms, 1),
                 "batch_size": item.batch_size,
                 "loads": self.loads,
@@ -527,7 +537,15 @@ class _Item:
     mask_threshold: float = 0.5
     image: Any = None
     pixels: Any = None
-    found: list[_Found] = field(default_factory=list)
+    # The preview being painted (float, input size), one concept after another.
+    overlay: Any = None
+    # What is written so far: mask files in concept order, their instances and summaries, the preview.
+    masks: list[OutputFile] = field(default_factory=list)
+    instances: list[dict[str, Any]] = field(default_factory=list)
+    summary: list[dict[str, Any]] = field(default_factory=list)
+    roles: set[str] = field(default_factory=set)
+    preview: OutputFile | None = None
+    written: list[Path] = field(default_factory=list)
     vision_ms: float = 0.0
     inference_ms: float = 0.0
     batch_size: int = 1
@@ -540,11 +558,14 @@ class _Item:
         # The traceback's finished frames would keep the batch's GPU tensors alive while the worker holds it.
         traceback.clear_frames(exc.__traceback__)
         self.result = exc
+        # Outputs are written as they are produced: a failed or cancelled entry leaves none of them behind.
+        for path in self.written:
+            path.unlink(missing_ok=True)
+        self.written = []
 
     def release(self) -> None:
-        # Images, tensors and label maps of a whole batch add up: drop them once the entry is done.
-        self.image = self.pixels = None
-        self.found = []
+        # Images, tensors and overlays of a whole batch add up: drop them once the entry is done.
+        self.image = self.pixels = self.overlay = None
 
 
 def _colour(concept_index: int, label: int) -> tuple[int, int, int]:

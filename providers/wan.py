@@ -52,8 +52,8 @@ LAYOUTS = {
     "ti2v": "Wan 2.2 TI2V-5B",
 }
 
-# Nominal (landscape) size per resolution preset; its area is the pixel budget, within which the
-# output keeps the input's aspect ratio, padded to the model's size multiple.
+# Nominal (landscape) size per resolution preset; its area is the pixel budget, near which the
+# output takes the input's aspect ratio on the model's size grid (the input is cropped to it).
 PRESET_SIZES: dict[str, tuple[int, int]] = {
     "demo": (64, 64),
     "480p": (832, 480),
@@ -149,41 +149,105 @@ def guess_layout(model: str | None) -> str:
     return "wan2.1"
 
 
-def fit_size(
+def grid_size(
     width: int, height: int, budget: int, multiple: int, max_side: int | None = None
-) -> tuple[int, int, int, int]:
-    """Canvas size (W, H) within `budget` pixels, both multiples of `multiple` and at most
-    `max_side`, and the size (w, h) the image is resized to inside it, keeping its aspect ratio."""
-    # A very wide or tall image would otherwise get a canvas side beyond the model's rotary table.
-    cap = max(multiple, (max_side or budget) // multiple * multiple)
-    # Among canvases within the budget, take the one showing the image largest (least
-    # padding); ties go to the smaller canvas.
-    best: tuple[float, int, int, int] | None = None
-    for canvas_w in range(multiple, min(max(budget // multiple, multiple), cap) + 1, multiple):
-        tallest = max(multiple, min(cap, budget // canvas_w // multiple * multiple))
-        scale = min(canvas_w / width, tallest / height)
-        canvas_h = min(tallest, max(multiple, math.ceil(height * scale / multiple - 1e-9) * multiple))
-        key = (round(scale, 9), -canvas_w * canvas_h, canvas_w, canvas_h)
-        if best is None or key[:2] > best[:2]:
-            best = key
-    assert best is not None
-    canvas_w, canvas_h = best[2], best[3]
-    fit = min(canvas_w / width, canvas_h / height)
-    inner_w = min(canvas_w, max(1, round(width * fit)))
-    inner_h = min(canvas_h, max(1, round(height * fit)))
-    return canvas_w, canvas_h, inner_w, inner_h
+) -> tuple[int, int]:
+    """The video's (W, H): near `budget` pixels, both multiples of `multiple`, at most `max_side`,
+    with the image's aspect ratio to within one grid step.
+
+    diffusers' own Wan I2V recipe: height = sqrt(budget x ratio) down to the grid; the width then
+    follows the ratio (rounded to the grid, so it is off by at most half a step). A side that would
+    pass the model's rotary table is capped, and the other follows it.
+    """
+    ratio = height / width
+    cap = max(multiple, (max_side or 1 << 30) // multiple * multiple)
+
+    def on_grid(value: float) -> int:
+        return max(multiple, min(cap, round(value / multiple) * multiple))
+
+    # round() first: sqrt(399360 x 480/832) is 479.99..., which int() would take a grid step down.
+    grid_h = max(multiple, min(cap, round(math.sqrt(budget * ratio)) // multiple * multiple))
+    grid_w = on_grid(grid_h / ratio)
+    if grid_w == cap:
+        grid_h = on_grid(grid_w * ratio)
+    elif grid_h == cap:
+        grid_w = on_grid(grid_h / ratio)
+    return grid_w, grid_h
 
 
 def prepare_image(image, budget: int, multiple: int, max_side: int | None = None):
-    """Resize + pad (centred, black) keeping the aspect ratio. Returns (canvas, content box)."""
+    """The conditioning frame: the image resized to cover the grid size and centre-cropped to it,
+    never padded (black bars would be animated into every frame). Returns the frame and the crop
+    box in the input's own pixels (what part of the photo the video shows)."""
     from PIL import Image
 
-    canvas_w, canvas_h, inner_w, inner_h = fit_size(image.width, image.height, budget, multiple, max_side)
-    resized = image.resize((inner_w, inner_h), Image.Resampling.LANCZOS)
-    canvas = Image.new("RGB", (canvas_w, canvas_h), (0, 0, 0))
-    left, top = (canvas_w - inner_w) // 2, (canvas_h - inner_h) // 2
-    canvas.paste(resized, (left, top))
-    return canvas, [left, top, left + inner_w, top + inner_h]
+    grid_w, grid_h = grid_size(image.width, image.height, budget, multiple, max_side)
+    scale = max(grid_w / image.width, grid_h / image.height)
+    # The part of the input with the grid's aspect ratio, centred, in the input's pixels.
+    crop_w, crop_h = min(image.width, grid_w / scale), min(image.height, grid_h / scale)
+    left, top = (image.width - crop_w) / 2, (image.height - crop_h) / 2
+    box = (left, top, left + crop_w, top + crop_h)
+    frame = image.resize((grid_w, grid_h), Image.Resampling.LANCZOS, box=box)
+    return frame, [round(v) for v in box]
+
+
+GIB = 1 << 30
+# What a run needs beside the resident weights: activations of a 720p x 81-frame denoising step
+# plus the VAE decode's working set. Rough on purpose: an item that still runs out of memory is
+# retried once with the next saver (`next_saver`), and the choice is recorded in its meta.
+RUN_RESERVE_BYTES = 16 * GIB
+# The VAE decode of 81 frames at 720p alone takes about this much untiled.
+DECODE_RESERVE_BYTES = 8 * GIB
+
+
+@dataclass(frozen=True)
+class MemorySavers:
+    """diffusers' memory savers a loaded pipeline runs with."""
+
+    cpu_offload: bool = False  # each component moves to the GPU only while it runs
+    vae_tiling: bool = False  # the VAE decodes the video in overlapping tiles
+
+    def names(self) -> list[str]:
+        return [name for name in ("cpu_offload", "vae_tiling") if getattr(self, name)]
+
+
+def choose_savers(
+    free_bytes: int | None,
+    weight_bytes: int,
+    largest_component_bytes: int,
+    cpu_offload: bool | None = None,
+    vae_tiling: bool | None = None,
+) -> MemorySavers:
+    """The savers a GPU with `free_bytes` free needs for a pipeline of `weight_bytes`; a configured
+    value (True/False) wins over the estimate. `free_bytes` None: no accelerator (CPU), where
+    offloading means nothing."""
+    if free_bytes is None:
+        return MemorySavers(False, bool(vae_tiling))
+    offload = cpu_offload if cpu_offload is not None else weight_bytes + RUN_RESERVE_BYTES > free_bytes
+    # With offload only the largest component is resident at a time.
+    resident = largest_component_bytes if offload else weight_bytes
+    tiling = (
+        vae_tiling
+        if vae_tiling is not None
+        else free_bytes - resident < RUN_RESERVE_BYTES + DECODE_RESERVE_BYTES
+    )
+    return MemorySavers(offload, tiling)
+
+
+def next_saver(
+    savers: MemorySavers, resolution: str, presets: list[str], accelerator: bool
+) -> tuple[str, MemorySavers, str] | None:
+    """The next step of the out-of-memory ladder — offload, then VAE tiling, then the next lower
+    resolution preset — as (what changed, savers, resolution); None when nothing is left."""
+    if accelerator and not savers.cpu_offload:
+        return "cpu_offload", MemorySavers(True, savers.vae_tiling), resolution
+    if not savers.vae_tiling:
+        return "vae_tiling", MemorySavers(savers.cpu_offload, True), resolution
+    lower = [p for p in presets if RESOLUTIONS[p] < RESOLUTIONS.get(resolution, 0)]
+    if lower:
+        smaller = max(lower, key=RESOLUTIONS.__getitem__)
+        return f"resolution {smaller}", savers, smaller
+    return None
 
 
 def _torchvision_works() -> bool:
@@ -214,21 +278,26 @@ class WanProvider(Provider):
     label = "WAN local"
     description = "Image-to-video with Wan 2.1 / 2.2 on this deployment's own GPUs (diffusers)."
     prompt_field = "prompt"
+    # The UMT5 text encoder reads 512 tokens (diffusers' max_sequence_length) and cuts the rest
+    # silently; 2,000 characters is about 512 tokens of English. Also the limit of negative_prompt.
+    max_prompt_chars = 2000
 
     def __init__(
         self,
         model: str | None = None,
         *,
         demo_model_dir: str = "var/models",
-        cpu_offload: bool = False,
-        vae_tiling: bool = False,
+        cpu_offload: bool | None = None,
+        vae_tiling: bool | None = None,
         demo_layout: str = "wan2.1",
     ) -> None:
         self.model_ref = model
         self.demo = model is None
         self.demo_model_dir = demo_model_dir
+        # Configured savers (None: chosen at load from the GPU's free memory and the model's size).
         self.cpu_offload = cpu_offload
         self.vae_tiling = vae_tiling
+        self.savers = MemorySavers()
         self.demo_layout = demo_layout
         self.layout = demo_layout if self.demo else guess_layout(model)
         self.loads = 0
@@ -282,6 +351,8 @@ class WanProvider(Provider):
         ]
 
     def params(self, model: str) -> list[ParamSpec]:
+        # The model cards' defaults: Wan 2.2 A14B guides both experts at 3.5 (Wan's i2v_A14B config).
+        guidance = 3.5 if self.layout == "wan2.2" else 5.0
         if self.demo:
             resolution, frames, steps, fps = "demo", 9, 2, 8
         elif self.layout == "ti2v":
@@ -307,12 +378,34 @@ class WanProvider(Provider):
                 "resolution",
                 "enum",
                 resolution,
-                "pixel budget; the input's aspect ratio is kept (padded)",
+                "pixel budget; the video takes the input's aspect ratio (cropped to the size grid)",
                 choices=presets,
             ),
             ParamSpec("steps", "int", steps, "denoising steps", 1, 100),
             ParamSpec(
-                "guidance_scale", "float", 5.0, "classifier-free guidance (1 = off)", 0.0, 20.0, advanced=True
+                "guidance_scale",
+                "float",
+                guidance,
+                "classifier-free guidance (1 = off)"
+                + ("; of the high-noise expert" if self.layout == "wan2.2" else ""),
+                0.0,
+                20.0,
+                advanced=True,
+            ),
+            *(
+                [
+                    ParamSpec(
+                        "guidance_scale_2",
+                        "float",
+                        guidance,
+                        "classifier-free guidance of the low-noise expert (the last steps)",
+                        0.0,
+                        20.0,
+                        advanced=True,
+                    )
+                ]
+                if self.layout == "wan2.2"
+                else []
             ),
             ParamSpec(
                 "seed", "int", None, "random seed (empty: a fresh one, recorded)", 0, 2**32 - 1, advanced=True
@@ -321,6 +414,12 @@ class WanProvider(Provider):
         ]
 
     def check(self, spec: JobSpec) -> JobSpec:
+        negative = spec.params.get("negative_prompt")
+        if isinstance(negative, str) and len(negative) > self.max_prompt_chars:
+            raise ParamError(
+                "params.negative_prompt",
+                f"negative_prompt is {len(negative)} characters; at most {self.max_prompt_chars}",
+            )
         limits = self.limits()
         frames = spec.params.get("num_frames")
         if frames is not None and (frames - 1) % 4 != 0:
@@ -384,12 +483,23 @@ class WanProvider(Provider):
                 source, subfolder="image_processor"
             )
         pipe = WanImageToVideoPipeline.from_pretrained(source, **kwargs)
-        if cuda and self.cpu_offload:
-            pipe.enable_model_cpu_offload(device=device)
-        else:
+        sizes = [
+            sum(p.numel() * p.element_size() for p in module.parameters())
+            for module in pipe.components.values()
+            if isinstance(module, torch.nn.Module)
+        ]
+        free = torch.cuda.mem_get_info(torch.device(device))[0] if cuda else None
+        savers = choose_savers(free, sum(sizes), max(sizes), self.cpu_offload, self.vae_tiling)
+        log.info(
+            "wan weights %.1f GiB, %s free on %s: memory savers %s",
+            sum(sizes) / GIB,
+            "-" if free is None else f"{free / GIB:.1f} GiB",
+            device,
+            ", ".join(savers.names()) or "none",
+        )
+        if not savers.cpu_offload:
             pipe.to(device)
-        if self.vae_tiling:
-            pipe.vae.enable_tiling()
+        self._apply(pipe, device, savers)
         pipe.set_progress_bar_config(disable=True)
         transformer_config = dict((pipe.transformer or pipe.transformer_2).config)
         patch = transformer_config["patch_size"]
@@ -416,6 +526,21 @@ class WanProvider(Provider):
             time.monotonic() - started,
         )
 
+    def _apply(self, pipe: Any, device: str, savers: MemorySavers) -> None:
+        """Turn on the savers in `savers` that `pipe` does not run with yet (never off)."""
+        if savers.cpu_offload and not self.savers.cpu_offload:
+            # Moves every component back to the CPU first, then onto the device per call.
+            pipe.enable_model_cpu_offload(device=device)
+        if savers.vae_tiling and not self.savers.vae_tiling:
+            pipe.vae.enable_tiling()
+        self.savers = savers
+
+    def _next_saver(self, resolution: str) -> tuple[str, MemorySavers, str] | None:
+        accelerator = str(self.device).split(":")[0] not in ("cpu", "mps")
+        # A real model never falls back to the demo preset's 64x64 thumbnail.
+        presets = [p for p in self.limits().presets() if self.demo or p != "demo"]
+        return next_saver(self.savers, resolution, presets, accelerator)
+
     def _default_device(self) -> str:
         import torch
 
@@ -440,7 +565,7 @@ class WanProvider(Provider):
         num_frames = int(p.get("num_frames", 9))
         steps = int(p.get("steps", 2))
         fps = int(p.get("fps", 16))
-        budget = RESOLUTIONS[p.get("resolution", "480p")]
+        resolution = p.get("resolution", "480p")
         seed = p.get("seed")
         seed = int(seed) if seed is not None else secrets.randbelow(2**32)
         try:
@@ -448,7 +573,9 @@ class WanProvider(Provider):
                 image = ImageOps.exif_transpose(opened).convert("RGB")
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise FatalError(f"cannot read the input image: {exc}", code="bad_input") from exc
-        canvas, box = prepare_image(image, budget, self._multiple, self.limits().max_side)
+        guidance: dict[str, float] = {"guidance_scale": float(p.get("guidance_scale", 5.0))}
+        if self.layout == "wan2.2" and p.get("guidance_scale_2") is not None:
+            guidance["guidance_scale_2"] = float(p["guidance_scale_2"])
 
         def on_step_end(pipe, i: int, t, callback_kwargs: dict) -> dict:
             ctx.report_progress(0.9 * (i + 1) / steps, f"step {i + 1}/{steps}")
@@ -459,31 +586,47 @@ class WanProvider(Provider):
 
         pipe = self._pipe
         started = time.monotonic()
+        oom_retry: dict[str, str] | None = None
         ctx.report_progress(0.0, "encoding prompt and image")
         with self._run_lock:
-            try:
-                with torch.inference_mode():
-                    out = pipe(
-                        image=canvas,
-                        prompt=spec.prompt or "",
-                        negative_prompt=p.get("negative_prompt") or None,
-                        height=canvas.height,
-                        width=canvas.width,
-                        num_frames=num_frames,
-                        num_inference_steps=steps,
-                        guidance_scale=float(p.get("guidance_scale", 5.0)),
-                        generator=torch.Generator(device="cpu").manual_seed(seed),
-                        output_type="np",
-                        callback_on_step_end=on_step_end,
+            while True:
+                frame, box = prepare_image(
+                    image, RESOLUTIONS[resolution], self._multiple, self.limits().max_side
+                )
+                try:
+                    with torch.inference_mode():
+                        out = pipe(
+                            image=frame,
+                            prompt=spec.prompt or "",
+                            negative_prompt=p.get("negative_prompt") or None,
+                            height=frame.height,
+                            width=frame.width,
+                            num_frames=num_frames,
+                            num_inference_steps=steps,
+                            generator=torch.Generator(device="cpu").manual_seed(seed),
+                            output_type="np",
+                            callback_on_step_end=on_step_end,
+                            **guidance,
+                        )
+                    break
+                except torch.OutOfMemoryError as exc:
+                    pipe.maybe_free_model_hooks()
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    step = None if oom_retry else self._next_saver(resolution)
+                    if step is None:
+                        raise RetryableError(f"out of GPU memory: {exc}", code="oom") from exc
+                    # Once per item, with the next saver on; the savers stay on for later items.
+                    change, savers, resolution = step
+                    log.warning(
+                        "wan: out of memory at %s; retrying once with %s", p.get("resolution"), change
                     )
-            except torch.OutOfMemoryError as exc:
-                pipe.maybe_free_model_hooks()
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                raise RetryableError(f"out of GPU memory: {exc}", code="oom") from exc
-            except BaseException:
-                pipe.maybe_free_model_hooks()
-                raise
+                    oom_retry = {"error": str(exc)[:200], "then": change}
+                    self._apply(pipe, str(self.device), savers)
+                    ctx.report_progress(0.0, f"out of memory: retrying with {change}")
+                except BaseException:
+                    pipe.maybe_free_model_hooks()
+                    raise
         model_ms = (time.monotonic() - started) * 1000
         ctx.check_cancelled()
 
@@ -504,9 +647,12 @@ class WanProvider(Provider):
                 "layout": self.layout,
                 "device": self.device,
                 "seed": seed,
-                "width": canvas.width,
-                "height": canvas.height,
-                "content_box": box,
+                "width": frame.width,
+                "height": frame.height,
+                "resolution": resolution,
+                "input_crop": box,
+                "memory_savers": self.savers.names(),
+                **({"oom_retry": oom_retry} if oom_retry else {}),
                 "num_frames": int(frames.shape[0]),
                 "fps": fps,
                 "steps": steps,

@@ -7,7 +7,6 @@ from typing import Any
 
 from celery import Task
 from kombu.exceptions import OperationalError as BrokerUnavailable
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from tasks.celery_app import celery
 
@@ -46,8 +45,6 @@ class ControlTask(Task):
 
 # Short runs keep a warm shutdown of the control worker quick.
 APPLIER_BUDGET_S = 5.0
-# A database outage must not drop a job's dispatch: retry it until the database is back.
-DB_DOWN = (OperationalError, InterfaceError)
 
 
 # Periodic tasks ack on receipt: if a control worker dies running one, beat sends the next; a late
@@ -80,20 +77,13 @@ def reconcile() -> dict[str, int]:
     return run()
 
 
-@celery.task(
-    name="control.dispatch_job",
-    base=ControlTask,
-    acks_late=True,
-    ignore_result=True,
-    autoretry_for=DB_DOWN,
-    retry_backoff=1,
-    retry_backoff_max=30,
-    max_retries=None,
-)
-def dispatch_job(job_id: str) -> int:
-    from app.services.jobs import dispatch_items
+@celery.task(name="control.fill_windows", base=ControlTask, ignore_result=True, acks_late=False)
+def fill_windows() -> int:
+    """Top up every queue's window (app/services/scheduler.py). The applier fills after each batch
+    of reports; this catches what changed otherwise (workers joining, caps, a broker back)."""
+    from app.services.scheduler import fill_all
 
-    return dispatch_items(job_id)
+    return sum(f.published for f in fill_all())
 
 
 @celery.task(name="control.send_webhooks", base=ControlTask, ignore_result=True, acks_late=False)

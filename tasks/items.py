@@ -26,11 +26,12 @@ from typing import Any, TypeVar
 
 import kombu.exceptions
 import redis
+from celery.exceptions import Reject
 
 from app.config import settings
 from app.coordination import Coordination, Lease, redis_client
 from app.storage import InvalidKey, NotFound
-from app.storage_factory import get_storage, manifest_key, output_prefix
+from app.storage_factory import manifest_key, output_prefix
 from providers import (
     Cancelled,
     FatalError,
@@ -43,6 +44,7 @@ from providers import (
 )
 from tasks import runtime
 from tasks.celery_app import celery
+from tasks.grants import GrantDenied, HostRefused, ItemStorage, stop_host
 from tasks.reports import make_report, publish_report
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,13 @@ def is_retryable(exc: BaseException) -> bool:
     return True
 
 
+def refuse_delivery(exc: HostRefused) -> Reject:
+    """This host's token was refused before the item started: the message goes back to the queue
+    for a host with a valid token, and this one stops taking items."""
+    stop_host(str(exc))
+    return Reject(str(exc), requeue=True)
+
+
 def report_failure(payload: dict[str, Any], exc: BaseException, worker: str) -> None:
     """The attempt's failure, recorded as its outcome; marks the exception as reported."""
     publish_report(
@@ -184,7 +193,8 @@ class ItemRun:
         self.worker = f"{task.request.hostname or 'worker'}/{os.getpid()}"
         self.device = ""
         self.coord = Coordination(redis_client(settings().broker_url))
-        self.store = get_storage()
+        # No storage keys on this host: presigned URLs for this item and attempt only.
+        self.store = ItemStorage(payload)
         self.heartbeat: HeldLease | None = None
         self.lease: Lease | None = None
         # Counted from the start (a prefetched item may wait behind others first).
@@ -194,6 +204,8 @@ class ItemRun:
         self.input_path: Path | None = None
         # A failure while fetching the input is reported once the item has started (it is `queued`).
         self.fetch_error: BaseException | None = None
+        # The web app refused this delivery storage access: it stops before the lease.
+        self.denied: GrantDenied | None = None
         self.ctx: RunContext | None = None
         self.started = 0.0
         self._last_progress = 0.0
@@ -203,7 +215,7 @@ class ItemRun:
 
     def admit(self) -> dict[str, Any] | None:
         """Before any work: None to go on, else the outcome of a delivery that has nothing to do."""
-        cancelled, current, finished = self.coord.delivery_state(self.item_id, self.attempt)
+        cancelled, current, finished, token = self.coord.delivery_state(self.item_id, self.attempt)
         if cancelled:
             publish_report(self.payload, "cancelled", worker=self.worker)
             return {"outcome": "cancelled"}
@@ -214,8 +226,19 @@ class ItemRun:
             return {"outcome": "skipped", "reason": f"stale attempt {self.attempt} < {current}"}
         if finished:
             return {"outcome": "skipped", "reason": "this attempt already finished"}
+        mine = self.payload.get("dispatch")
+        if mine and token is not None and token != mine:
+            # Taken back out of the window, or published again since: not this message's to run
+            # (start checks it again, atomically, for what changes meanwhile).
+            why = "taken back out of the window" if token == "recalled" else "published again since"
+            log.info("dropping delivery of item %s attempt %d: %s", self.item_id, self.attempt, why)
+            return {"outcome": "skipped", "reason": "recalled"}
         if self.redelivered:
-            manifest = self._manifest()
+            try:
+                manifest = self._manifest()
+            except GrantDenied as exc:
+                log.info("dropping delivery of item %s attempt %d: %s", self.item_id, self.attempt, exc)
+                return {"outcome": "skipped", "reason": exc.code}
             if manifest is not None:
                 self._report_succeeded(manifest, detail="replayed from manifest")
                 return {"outcome": "succeeded", "replayed": True}
@@ -226,7 +249,13 @@ class ItemRun:
         key = self.payload["input_key"]
         path = self.workdir / ("input" + Path(key).suffix.lower())
         try:
-            self._storage(f"download input {key}", lambda: self.store.download_to(key, path))
+            self._storage(f"download input {key}", lambda: self.store.download_input(path))
+        except HostRefused:
+            raise
+        except GrantDenied as exc:
+            # Not a delivery the system stands behind (taken back, superseded, cancelled, or a
+            # message without its item's proof): it must not take the lease.
+            self.denied = exc
         except NotFound as exc:
             self.fetch_error = FatalError(f"input {key} is missing from storage", code="input_missing")
             self.fetch_error.__cause__ = exc
@@ -241,10 +270,20 @@ class ItemRun:
         """Take the lease and say running (one Redis round trip): None when started, else why this
         delivery stops here."""
         self.worker, self.device = worker, device
+        if self.denied is not None:
+            log.info("item %s attempt %d not started here: %s", self.item_id, self.attempt, self.denied)
+            return {"outcome": "skipped", "reason": self.denied.code}
         ttl, every = runtime.lease_settings()
         # Appended by the same Redis call that takes the lease.
         running = make_report(self.payload, "running", worker=self.worker, device=device)
-        answer, lease = self.coord.start(self.item_id, self.attempt, self.worker, ttl, running)
+        answer, lease = self.coord.start(
+            self.item_id,
+            self.attempt,
+            self.worker,
+            ttl,
+            running,
+            token=str(self.payload.get("dispatch") or ""),
+        )
         if answer == "cancelled":
             publish_report(self.payload, "cancelled", worker=self.worker)
             return {"outcome": "cancelled"}
@@ -270,7 +309,7 @@ class ItemRun:
             remember=lambda k, v: self.coord.remember(self.item_id, self.attempt, k, v),
             recall=lambda k: self.coord.recall(self.item_id, self.attempt, k),
             deadline=self.deadline,
-            input_url=self._input_url(),
+            input_url=self.store.input_url,
         )
 
     def run_model(self, provider: Provider) -> tuple[RunResult, float]:
@@ -291,12 +330,18 @@ class ItemRun:
         """Upload the outputs, write the manifest last (the attempt's commit marker), report it."""
         self.check()
         prefix = output_prefix(self.job_id, self.item_id, self.attempt)
+        keys = [
+            f"{prefix}{out.role}{out.path.suffix or (mimetypes.guess_extension(out.content_type) or '')}"
+            for out in result.outputs
+        ]
+        mkey = manifest_key(self.job_id, self.item_id, self.attempt)
+        urls = self._write_grant(
+            [*zip(keys, [o.content_type for o in result.outputs], strict=True), (mkey, "application/json")]
+        )
         outputs = []
-        for out in result.outputs:
-            suffix = out.path.suffix or (mimetypes.guess_extension(out.content_type) or "")
-            key = f"{prefix}{out.role}{suffix}"
+        for key, out in zip(keys, result.outputs, strict=True):
             self._storage(
-                f"upload {key}", lambda k=key, o=out: self.store.put_file(k, o.path, o.content_type)
+                f"upload {key}", lambda k=key, o=out: self.store.put(urls[k], o.path, o.content_type)
             )
             outputs.append(
                 {
@@ -324,9 +369,8 @@ class ItemRun:
             "duration_ms": round(duration_ms, 3),
             "finished_at": time.time(),
         }
-        key = manifest_key(self.job_id, self.item_id, self.attempt)
         body = json.dumps(manifest).encode()
-        self._storage(f"write {key}", lambda: self.store.put_bytes(key, body, "application/json"))
+        self._storage(f"write {mkey}", lambda: self.store.put(urls[mkey], body, "application/json"))
         self._report_succeeded(manifest)
         log.info("item %s attempt %d committed %d outputs", self.item_id, self.attempt, len(outputs))
         return {"outcome": "succeeded", "duration_ms": manifest["duration_ms"]}
@@ -365,11 +409,15 @@ class ItemRun:
         """All phases in order, in this thread (the Runway worker: remote work, nothing to overlap)."""
         from tasks.lanes import process_providers
 
-        early = self.admit()
-        if early is not None:
-            return early
         try:
+            early = self.admit()
+            if early is not None:
+                return early
             self.fetch_input()
+        except HostRefused as exc:
+            self.close()
+            raise refuse_delivery(exc) from exc
+        try:
             stopped = self.start(self.worker, runtime.cpu_description())
             if stopped is not None:
                 return stopped
@@ -396,12 +444,24 @@ class ItemRun:
         )
 
     def _manifest(self) -> dict[str, Any] | None:
-        key = manifest_key(self.job_id, self.item_id, self.attempt)
+        body = self._storage("read the manifest", self.store.manifest)
+        return None if body is None else json.loads(body)
+
+    def _write_grant(self, objects: list[tuple[str, str]]) -> dict[str, str]:
+        """PUT URLs for the attempt's objects, asked for under the lease."""
+        assert self.lease is not None
+        lease = self.lease
         try:
-            body = self._storage("read the manifest", lambda: self.store.get_bytes(key))
-        except NotFound:
-            return None
-        return json.loads(body)
+            return self._storage("get a storage grant", lambda: self.store.write_grant(lease.token, objects))
+        except GrantDenied as exc:
+            if exc.code == "cancelled":
+                raise Cancelled() from exc
+            raise LeaseLost() from exc
+        except HostRefused as exc:
+            stop_host(str(exc))
+            raise RetryableError(
+                f"{exc}; another host runs the item again", code="worker_token_refused"
+            ) from exc
 
     def _storage(self, what: str, call: Callable[[], T]) -> T:
         """Storage trouble is usually brief: retry with backoff (checking cancel) before the attempt fails."""
@@ -410,7 +470,7 @@ class ItemRun:
         while True:
             try:
                 return call()
-            except (NotFound, InvalidKey):
+            except (NotFound, InvalidKey, HostRefused, GrantDenied):
                 raise
             except Exception as exc:
                 if time.monotonic() + delay > deadline:
@@ -422,12 +482,6 @@ class ItemRun:
                 if self.heartbeat is not None:
                     self.check()
                 delay = min(delay * 2, 8.0)
-
-    def _input_url(self) -> str | None:
-        try:
-            return self.store.signed_url(self.payload["input_key"], expires_s=3600)
-        except Exception:  # noqa: BLE001 - only remote providers use it
-            return None
 
     def check(self) -> None:
         """Raise if this run must stop: lease lost, cancelled, past its deadline."""

@@ -36,7 +36,8 @@ from app.config import settings
 from app.coordination import DEVICES_KEY, Coordination, redis_client
 from providers import BatchEntry, FatalError, Provider, RunResult, build_registry
 from tasks import runtime
-from tasks.items import ItemRun, classify_model_error, is_out_of_memory
+from tasks.grants import HostRefused
+from tasks.items import ItemRun, classify_model_error, is_out_of_memory, refuse_delivery
 
 log = logging.getLogger(__name__)
 # Exit status after repeated out-of-memory failures: non-zero, so a supervisor restarts the process.
@@ -407,6 +408,11 @@ class Pipeline:
             waiting = Waiting(run)
             lane.inbox.put(waiting)
             kind, value = waiting.done.result()
+        except HostRefused as exc:
+            run.close()
+            self.drain()
+            self._sync_consuming()
+            raise refuse_delivery(exc) from exc
         except BaseException:
             run.close()
             raise
@@ -512,6 +518,9 @@ class Pipeline:
                 }
                 pipe.hset(DEVICES_KEY, f"{runtime.node_name}/{os.getpid()}#{lane.index}", json.dumps(entry))
             pipe.execute()
+            # The scheduler keeps about this many of the queues' items in the broker for us.
+            slots = self.prefetch_count() if self.state() == "ready" else 0
+            self.coord.announce_consumer(f"{runtime.node_name}/{os.getpid()}", sorted(self.queues), slots)
         except Exception as exc:  # noqa: BLE001 - informational
             log.warning("could not announce lane states: %s", exc)
 

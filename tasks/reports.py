@@ -29,6 +29,9 @@ def make_report(payload: dict[str, Any], state: str, **fields: Any) -> dict[str,
         "attempt": payload["attempt"],
         "state": state,
         "at": time.time(),
+        # The control side applies only reports that carry their item's proof (app/proofs.py).
+        "input_key": payload.get("input_key"),
+        "proof": payload.get("proof"),
         **fields,
     }
 

@@ -6,9 +6,12 @@ GPU through one lane per device (tasks/lanes.py). Nothing here initialises CUDA.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
+import threading
+import time
 
 from app.config import settings
 
@@ -16,6 +19,9 @@ GPU_QUEUES = {"wan_local", "sam3"}
 # Queues this worker consumes and its node name, recorded at start-up (celeryd_after_setup).
 consumed_queues: set[str] = set()
 node_name = "worker"
+# Item threads of a worker without lanes (its pool's concurrency).
+pool_size = 1
+log = logging.getLogger(__name__)
 
 
 def visible_gpus() -> list[str]:
@@ -59,3 +65,20 @@ def is_gpu_worker(queues: set[str]) -> bool:
 def lease_settings() -> tuple[float, float]:
     s = settings()
     return float(s.lease_ttl_s), float(s.heartbeat_s)
+
+
+def announce_slots(queues: list[str]) -> None:
+    """Tell the scheduler, every heartbeat, how many items this process runs at once: it keeps
+    about that many of these queues' items in the broker (app/services/scheduler.py)."""
+    from app.coordination import Coordination, redis_client
+
+    def beat() -> None:
+        coord = Coordination(redis_client(settings().broker_url))
+        while True:
+            try:
+                coord.announce_consumer(f"{node_name}/{os.getpid()}", queues, pool_size)
+            except Exception as exc:  # noqa: BLE001 - Redis away: try again next beat
+                log.warning("could not announce this worker's slots: %s", exc)
+            time.sleep(max(0.5, settings().heartbeat_s))
+
+    threading.Thread(target=beat, daemon=True, name="announce-slots").start()

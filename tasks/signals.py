@@ -58,6 +58,11 @@ def _gpu_worker_pool(sender: Any = None, **_: Any) -> None:
     the worker is up, and its queues are consumed once a model is ready (tasks/lanes.py).
     """
     queues = set(sender.app.amqp.queues.consume_from)
+    if queues - {"control"}:
+        # An item worker gets storage only through grants: a refused token stops it here.
+        from tasks.grants import check_token
+
+        check_token()
     if not runtime.is_gpu_worker(queues):
         return
     from tasks import lanes
@@ -81,7 +86,13 @@ def _describe_pipeline(**_: Any) -> None:
     from tasks import lanes
 
     pipeline = lanes.current()
-    if pipeline is not None:
+    if pipeline is None:
+        # A worker without lanes (the Runway worker) offers its pool's threads to the scheduler;
+        # a pipeline announces its own slots with its lanes.
+        item_queues = sorted(q for q in runtime.consumed_queues if q != "control")
+        if item_queues:
+            runtime.announce_slots(item_queues)
+    else:
         log.info(
             "GPU worker: %d lane(s) on %s (%s), %d item threads (batch %d, prefetch %d-%d)",
             len(pipeline.lanes),
@@ -97,6 +108,7 @@ def _describe_pipeline(**_: Any) -> None:
 @celeryd_after_setup.connect
 def _record_queues(sender: Any = None, instance: Any = None, **_: Any) -> None:
     runtime.node_name = str(sender or runtime.node_name)
+    runtime.pool_size = int(getattr(instance, "concurrency", 0) or 1)
     try:
         runtime.consumed_queues.update(instance.app.amqp.queues.consume_from.keys())
     except Exception:  # noqa: BLE001 - only used for preloading

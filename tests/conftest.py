@@ -29,7 +29,6 @@ FAST = {
     "LEASE_TTL_S": "4",
     "HEARTBEAT_S": "1",
     "RECONCILE_INTERVAL_S": "1",
-    "PENDING_GRACE_S": "1",
     "PRELOAD_MODELS": "0",
     "ENABLE_ECHO_PROVIDER": "1",
     "HF_HUB_OFFLINE": "1",
@@ -59,6 +58,7 @@ class System:
     api: Api
     token: str
     env: dict[str, str]
+    shared: bool = False
 
     @property
     def base_url(self) -> str:
@@ -94,7 +94,12 @@ class SystemFactory:
         own_redis: bool = True,
         env: dict[str, str] | None = None,
         database_url: str | None = None,
+        redis_url: str | None = None,
+        shared: bool = False,
     ) -> System:
+        """`redis_url`: a Redis server the caller runs (e.g. one with ACL users), used as it is: neither
+        started nor flushed here. `shared`: a session fixture's system, kept until the session ends;
+        any other system stops when the test module that started it ends (`stop_module_systems`)."""
         var = self.root / name
         var.mkdir(parents=True, exist_ok=True)
         full = {
@@ -107,16 +112,18 @@ class SystemFactory:
         }
         full["DATABASE_URL"] = database_url or fresh_database(var, name)
         redis_port = free_port()
-        if own_redis or not EXTERNAL_REDIS:
+        if redis_url is not None:
+            full["REDIS_URL"] = redis_url
+        elif own_redis or not EXTERNAL_REDIS:
             full["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
         else:
             full["REDIS_URL"] = EXTERNAL_REDIS
             redis.Redis.from_url(EXTERNAL_REDIS).flushdb()
         web_port = free_port()
         stack = Stack(var_dir=var, env=full, web_port=web_port, flower_port=free_port(), log_dir=var / "log")
-        system = System(stack, Api("", ""), "", stack.env)
+        system = System(stack, Api("", ""), "", stack.env, shared=shared)
         self.started.append(system)
-        if own_redis or not EXTERNAL_REDIS:
+        if redis_url is None and (own_redis or not EXTERNAL_REDIS):
             stack.start_redis()
         _, _, token = stack.start_system(workers)
         stack.supervise()
@@ -125,12 +132,19 @@ class SystemFactory:
         return system
 
     def stop_all(self) -> None:
-        self.stop_since(0)
+        while self.started:
+            self.started.pop().stack.stop_all()
 
     def stop_since(self, count: int) -> None:
-        """Stop the systems started after the first `count` (a test's own, when it is done)."""
-        while len(self.started) > count:
-            self.started.pop().stack.stop_all()
+        """Stop the systems started after the first `count` (a test's own, when it is done), except
+        shared ones a session fixture started meanwhile."""
+        kept = self.started[:count]
+        for system in reversed(self.started[count:]):
+            if system.shared:
+                kept.append(system)
+            else:
+                system.stack.stop_all()
+        self.started = kept
 
 
 @pytest.fixture(scope="session")
@@ -140,10 +154,20 @@ def systems(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemFactory]
     factory.stop_all()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def stop_module_systems(systems: SystemFactory) -> Iterator[None]:
+    """A module's own systems stop when it ends. Each holds a dozen Postgres connections (web app,
+    control worker, item workers): left running until the session ends, they exhaust the server's
+    max_connections (100 by default) and later modules fail to start theirs."""
+    before = len(systems.started)
+    yield
+    systems.stop_since(before)
+
+
 @pytest.fixture(scope="session")
 def system(systems: SystemFactory) -> System:
     """The shared system: CI's Postgres and Redis when given, embedded otherwise."""
-    return systems.start("main", own_redis=False, database_url=_main_database(systems.root))
+    return systems.start("main", own_redis=False, database_url=_main_database(systems.root), shared=True)
 
 
 def _main_database(root: Path) -> str:

@@ -33,6 +33,7 @@ PAGE_ERRORS = {
     404: ("Not found", "There is nothing at this address. It may have been removed, or the link is wrong."),
     405: ("Not allowed", "This address does not accept that kind of request."),
     413: ("Too large", "The request is too large."),
+    414: ("Address too long", "The address of this page is too long."),
     429: ("Slow down", "Too many requests; wait a little and try again."),
     500: (
         "Something went wrong",
@@ -78,12 +79,16 @@ def create_app(cfg: Settings | None = None) -> Flask:
     if flask_app.extensions["bulkgen.settings"].public_url.startswith("https://"):
         flask_app.config["SESSION_COOKIE_SECURE"] = True
 
-    from web import api, cli, csrf, files, health, textcheck, views
+    from web import api, cli, csrf, files, health, ratelimit, requestlimits, textcheck, views, worker_api
 
+    # Size limits first: every other hook may read the body.
+    requestlimits.init_app(flask_app)
     textcheck.init_app(flask_app)
     csrf.init_app(flask_app)
+    ratelimit.init_app(flask_app)
     flask_app.register_blueprint(api.bp)
     flask_app.register_blueprint(files.bp)
+    flask_app.register_blueprint(worker_api.bp)
     flask_app.register_blueprint(health.bp)
     flask_app.register_blueprint(views.bp)
     from web import metrics
@@ -131,6 +136,13 @@ def create_app(cfg: Settings | None = None) -> Flask:
         db.session.rollback()
         return error_response(400, "invalid_parameter", exc.message, exc.field)
 
+    from app.services.jobs import IdempotencyConflict
+
+    @flask_app.errorhandler(IdempotencyConflict)
+    def _idempotency_conflict(exc: IdempotencyConflict) -> tuple[Response, int]:
+        db.session.rollback()
+        return error_response(409, "idempotency_conflict", exc.message, exc.field)
+
     @flask_app.errorhandler(OperationalError)
     def _db_down(exc: OperationalError) -> tuple[Response | str, int]:
         db.session.rollback()
@@ -141,6 +153,8 @@ def create_app(cfg: Settings | None = None) -> Flask:
 
     @flask_app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response | tuple[Response | str, int]:
+        if exc.response is not None:  # an answer made for this error (e.g. the throttled login page)
+            return exc.response
         if not _wants_json():
             if exc.code in PAGE_ERRORS:
                 described = exc.description if exc.description != type(exc).description else None

@@ -13,12 +13,12 @@ from sqlalchemy.orm import joinedload, selectinload
 from app import storage as storage_mod
 from app.config import QUEUES, settings
 from app.db import db
-from app.images import ImageRejected, input_key, inspect_image
-from app.models import ITEM_STATUSES, Asset, Item, Job, WebhookDelivery
+from app.images import ImageRejected, inspect_image
+from app.models import FINISHED, ITEM_STATUSES, Asset, Item, Job, WebhookDelivery
 from app.providers import registry
 from app.serializers import ITEM_COLUMNS, delivery_json, item_json, job_json
 from app.services import jobs as job_service
-from app.services import webhook_delivery, webhooks
+from app.services import scheduler, uploads, webhook_delivery, webhooks
 from app.services.queues import (
     lanes_by_worker,
     online_workers,
@@ -29,9 +29,9 @@ from app.services.queues import (
 from app.storage_factory import get_storage
 from providers import ParamError
 from web import live
-from web.auth import api_auth_required
+from web.auth import admin_required, api_auth_required, may_change_job, refuse_writes_with_read_only_token
 from web.errors import ApiError, not_found
-from web.zipstream import zip_outputs
+from web.zipstream import item_folder, zip_outputs
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 # Items per job read unless `items_limit` says otherwise (up to 10,000); `items_next_offset` pages.
@@ -41,7 +41,8 @@ ITEMS_PAGE = 100
 @bp.before_request
 @api_auth_required
 def _require_auth() -> None:
-    return None
+    # Who may do what: docs/reliability.md, "Access model"; every route's rule is in tests/security/test_roles.py.
+    refuse_writes_with_read_only_token()
 
 
 def _json_body() -> dict[str, Any]:
@@ -75,6 +76,14 @@ def _get_job(job_id: str) -> Job:
     return job
 
 
+def _job_to_change(job: Job) -> Job:
+    """The job, if the caller may change it: their own, or any job for an admin."""
+    if not may_change_job(g.user, job):
+        owner = job.creator.email if job.creator else "nobody"
+        raise ApiError(403, "forbidden", f"this job belongs to {owner}; only they or an admin can change it")
+    return job
+
+
 # --- uploads and assets -------------------------------------------------------------------
 
 
@@ -101,36 +110,15 @@ def upload() -> tuple[Response, int]:
     checked = []
     for f in files:
         data = f.read(s.max_upload_bytes + 1)
-        name = f.filename or "upload"
         try:
-            info = inspect_image(data, name, s.max_upload_bytes, s.max_image_pixels)
+            info = inspect_image(data, f.filename, s.max_upload_bytes, s.max_image_pixels)
         except ImageRejected as exc:
             status = 413 if len(data) > s.max_upload_bytes else 400
             code = "too_large" if status == 413 else "invalid_image"
             raise ApiError(status, code, exc.message, "files") from None
-        checked.append((name, data, info))
-    store = get_storage()
-    out = []
-    for name, data, info in checked:
-        key = input_key(info)
-        if not store.exists(key):
-            store.put_bytes(key, data, info.content_type)
-        asset = db.session.get(Asset, key)
-        if asset is None:
-            asset = Asset(
-                key=key,
-                filename=name[:255],
-                size=info.size,
-                content_type=info.content_type,
-                width=info.width,
-                height=info.height,
-                sha256=info.sha256,
-                uploaded_by=g.user.id,
-            )
-            db.session.add(asset)
-        out.append(asset_json(key, asset))
-    db.session.commit()
-    return jsonify({"assets": out}), 201
+        checked.append(uploads.Upload(f.filename, data, info))
+    assets = uploads.store_uploads(checked, g.user.id)
+    return jsonify({"assets": [asset_json(a.key, a) for a in assets]}), 201
 
 
 @bp.get("/assets")
@@ -174,6 +162,7 @@ def create_job() -> tuple[Response, int]:
         idempotency_key=body.get("idempotency_key"),
         webhook=body.get("webhook"),
         webhook_events=body.get("webhook_events"),
+        max_concurrency=body.get("max_concurrency"),
     )
     job, created = job_service.create_job(sub, g.user.id)
     wait = live.prefer_wait()
@@ -284,15 +273,52 @@ def job_events(job_id: str) -> Response:
 
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Response:
-    job = _get_job(job_id)
+    job = _job_to_change(_get_job(job_id))
     cancelled = job_service.cancel_job(job)
     db.session.refresh(job)
     return jsonify({"cancelled": cancelled, "job": job_json(job)})
 
 
+@bp.post("/jobs/<job_id>/pause")
+def pause_job(job_id: str) -> Response:
+    job = _job_to_change(_get_job(job_id))
+    if job.status in FINISHED:
+        raise ApiError(409, "conflict", f"job is {job.status}; only unfinished jobs can be paused")
+    paused = scheduler.pause_job(job)
+    db.session.refresh(job)
+    return jsonify({"paused": paused, "job": job_json(job)})
+
+
+@bp.post("/jobs/<job_id>/resume")
+def resume_job(job_id: str) -> Response:
+    job = _job_to_change(_get_job(job_id))
+    resumed = scheduler.resume_job(job)
+    db.session.refresh(job)
+    return jsonify({"resumed": resumed, "job": job_json(job)})
+
+
+@bp.patch("/jobs/<job_id>")
+def update_job(job_id: str) -> Response:
+    job = _job_to_change(_get_job(job_id))
+    body = _json_body()
+    unknown = sorted(set(body) - {"priority", "max_concurrency"})
+    if unknown:
+        raise ParamError(unknown[0], f"{unknown[0]} cannot be changed; priority and max_concurrency can")
+    changes: dict[str, Any] = {}
+    if "priority" in body:
+        changes["priority"] = job_service.check_priority(body["priority"])
+    if "max_concurrency" in body:
+        changes["max_concurrency"] = job_service.check_max_concurrency(body["max_concurrency"])
+    if not changes:
+        raise ParamError("priority", "give priority and/or max_concurrency to change")
+    scheduler.update_job(job, changes)
+    db.session.refresh(job)
+    return jsonify(job_json(job))
+
+
 @bp.post("/jobs/<job_id>/retry")
 def retry_job(job_id: str) -> Response:
-    job = _get_job(job_id)
+    job = _job_to_change(_get_job(job_id))
     retried = job_service.retry_failed(job)
     db.session.refresh(job)
     return jsonify({"retried": retried, "job": job_json(job)})
@@ -303,6 +329,7 @@ def retry_item(item_id: str) -> Response:
     item = db.session.get(Item, item_id)
     if item is None:
         raise not_found("item", item_id)
+    _job_to_change(item.job)
     if item.status not in ("failed", "cancelled"):
         raise ApiError(
             409, "conflict", f"item is {item.status}; only failed or cancelled items can be retried"
@@ -324,14 +351,16 @@ def get_item(item_id: str) -> Response:
 @bp.get("/jobs/<job_id>/download")
 def download_job(job_id: str) -> Response:
     job = _get_job(job_id)
-    items = list(
-        db.session.scalars(
-            select(Item).where(Item.job_id == job.id, Item.status == "succeeded").order_by(Item.idx)
-        )
-    )
+    rows = db.session.execute(
+        select(Item, Asset.filename)
+        .outerjoin(Asset, Asset.key == Item.input_key)
+        .where(Item.job_id == job.id, Item.status == "succeeded")
+        .order_by(Item.idx)
+    ).all()
+    # One folder per item, named after the input's (cleaned) upload name where there is one.
     entries = [
-        (f"{i.idx:05d}-{i.id[:8]}/{o['key'].rsplit('/', 1)[-1]}", o["key"])
-        for i in items
+        (f"{item_folder(i.idx, i.id, filename)}/{o['key'].rsplit('/', 1)[-1]}", o["key"])
+        for i, filename in rows
         for o in i.outputs or []
     ]
     db.session.commit()
@@ -360,7 +389,7 @@ def job_webhooks(job_id: str) -> Response:
 
 @bp.post("/jobs/<job_id>/webhooks/<int:delivery_id>/redeliver")
 def redeliver_webhook(job_id: str, delivery_id: int) -> Response:
-    job = _get_job(job_id)
+    job = _job_to_change(_get_job(job_id))
     delivery = db.session.get(WebhookDelivery, delivery_id)
     if delivery is None or delivery.job_id != job.id:
         raise not_found("webhook delivery", str(delivery_id))
@@ -374,7 +403,7 @@ def account() -> Response:
     """Who the token belongs to, and the secret that signs their webhook deliveries."""
     secret = webhooks.secret_of(g.user)
     db.session.commit()
-    return jsonify({"email": g.user.email, "is_admin": g.user.is_admin, "webhook_secret": secret})
+    return jsonify(_account_json(secret))
 
 
 @bp.post("/account/webhook-secret")
@@ -382,7 +411,18 @@ def rotate_webhook_secret() -> Response:
     """A new signing secret; the previous one keeps signing alongside it for 24 hours."""
     secret = webhooks.rotate_secret(g.user)
     db.session.commit()
-    return jsonify({"email": g.user.email, "is_admin": g.user.is_admin, "webhook_secret": secret})
+    return jsonify(_account_json(secret))
+
+
+def _account_json(secret: str) -> dict[str, Any]:
+    return {
+        "email": g.user.email,
+        "role": g.user.role,
+        "is_admin": g.user.is_admin,
+        # The scope of the token this request came with; a signed-in session acts with its user's role.
+        "token_scope": g.get("token_scope") or "session",
+        "webhook_secret": secret,
+    }
 
 
 # --- overview -----------------------------------------------------------------------------
@@ -416,11 +456,18 @@ def queues() -> Response:
     workers = online_workers()
     lanes = lanes_by_worker()
     by_queue = workers_by_queue(workers, lanes)
+    pending = scheduler.pending_by_queue()
+    paused = scheduler.paused_queues()
+    windows = scheduler.window_sizes()
     out = {}
     for q in QUEUES:
         names = by_queue[q]
         out[q] = {
+            # In the broker's window now (None: broker unreachable), and waiting in Postgres.
             "waiting": depths[q],
+            "pending": int(pending.get(q, 0)),
+            "window": windows.get(q),
+            "paused": q in paused,
             "running": int(running.get(q, 0)),
             # Workers taking items now; `workers` also lists those still loading (or broken).
             "workers_online": sum(1 for w in names if q in workers.get(w, [])),
@@ -431,6 +478,25 @@ def queues() -> Response:
         }
     out["control"]["reports_waiting"] = reports_waiting()
     return jsonify({"queues": out, "broker_reachable": depths[QUEUES[0]] is not None})
+
+
+@bp.post("/queues/<name>/pause")
+@admin_required
+def pause_queue(name: str) -> Response:
+    return _set_queue_paused(name, True)
+
+
+@bp.post("/queues/<name>/resume")
+@admin_required
+def resume_queue(name: str) -> Response:
+    return _set_queue_paused(name, False)
+
+
+def _set_queue_paused(name: str, paused: bool) -> Response:
+    if name not in scheduler.ITEM_QUEUES:
+        raise not_found("queue", name)
+    changed = scheduler.set_queue_paused(name, paused, g.user.id)
+    return jsonify({"queue": name, "paused": paused, "changed": changed})
 
 
 @bp.get("/providers")

@@ -1,4 +1,5 @@
-"""Serves the local storage backend's signed URLs (S3 serves its own)."""
+"""Serves the local storage backend's signed URLs (S3 serves its own): GET for downloads and
+workers' inputs, PUT for workers' outputs (storage grants, app/services/grants.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,20 @@ from app.storage import InvalidKey, LocalStorage
 from app.storage_factory import get_storage
 
 bp = Blueprint("files", __name__)
+# A signed PUT carries one object; S3's own limit for a single PUT.
+MAX_PUT_BYTES = 5 * 1024**3
+
+
+def _local() -> LocalStorage:
+    store = get_storage()
+    if not isinstance(store, LocalStorage):
+        abort(404)
+    return store
 
 
 @bp.get("/files/<path:key>")
 def serve(key: str) -> Response:
-    store = get_storage()
-    if not isinstance(store, LocalStorage):
-        abort(404)
+    store = _local()
     exp = request.args.get("exp", "")
     sig = request.args.get("sig", "")
     filename = request.args.get("filename")
@@ -35,3 +43,21 @@ def serve(key: str) -> Response:
         conditional=False,
         max_age=0,
     )
+
+
+@bp.put("/files/<path:key>")
+def upload(key: str) -> tuple[str, int]:
+    store = _local()
+    content_type = request.args.get("content_type")
+    try:
+        ok = store.verify_signature(
+            key, "PUT", request.args.get("exp", ""), request.args.get("sig", ""), content_type=content_type
+        )
+    except (InvalidKey, ValueError):
+        ok = False
+    # As S3: a URL signed for a Content-Type accepts only that Content-Type.
+    if not ok or (content_type is not None and request.mimetype != content_type.split(";")[0].strip()):
+        abort(403)
+    request.max_content_length = MAX_PUT_BYTES
+    store.put_stream(key, request.stream, content_type or request.mimetype or "application/octet-stream")
+    return "", 200

@@ -10,7 +10,9 @@ scrape, so every value comes from the record (Postgres) or the broker when Prome
 | `bulkgen_queue_depth{queue}` | gauge | messages waiting in the broker, every priority level |
 | `bulkgen_workers_online{queue}` | gauge | workers answering a control broadcast, per queue they consume |
 | `bulkgen_reports_waiting` | gauge | workers' state reports not yet applied (the control side's lag) |
-| `bulkgen_oldest_queued_item_age_seconds{queue}` | gauge | age of the longest-waiting queued item |
+| `bulkgen_oldest_queued_item_age_seconds{queue}` | gauge | age of the longest-waiting item (pending or queued) |
+| `bulkgen_items_pending{queue}` | gauge | items waiting in Postgres for a place in the queue's window |
+| `bulkgen_queue_paused{queue}` | gauge | 1 while a queue is paused for maintenance |
 | `bulkgen_item_duration_seconds{provider,model}` | histogram | `items.duration_ms` of every succeeded item |
 | `bulkgen_item_retries_total{provider}` | counter | sum of (attempt - 1) over items |
 | `bulkgen_runway_spend_usd_today` | gauge | Runway spend since midnight UTC (finished + in flight) |
@@ -53,7 +55,7 @@ log = logging.getLogger(__name__)
 
 # Seconds: from a quick diagnostic item to an hour-long video.
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_STATUSES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")
 
 
 class BulkgenCollector:
@@ -77,6 +79,7 @@ class BulkgenCollector:
                 self._retries,
                 self._durations,
                 self._oldest_queued,
+                self._scheduler,
                 self._runway,
                 self._webhooks,
             ):
@@ -199,7 +202,7 @@ class BulkgenCollector:
         rows = dict(
             db.session.execute(
                 select(Item.queue, func.min(Item.updated_at))
-                .where(Item.status == "queued")
+                .where(Item.status.in_(("pending", "queued")))
                 .group_by(Item.queue)
             ).all()
         )
@@ -217,6 +220,20 @@ class BulkgenCollector:
                 age = max(0.0, (now - oldest).total_seconds())
             family.add_metric([queue], age)
         return [family]
+
+    def _scheduler(self) -> list[Metric]:
+        from app.services.scheduler import paused_queues, pending_by_queue
+
+        pending = pending_by_queue()
+        paused = paused_queues()
+        waiting = GaugeMetricFamily(
+            "bulkgen_items_pending", "items waiting in Postgres for the queue's window", labels=["queue"]
+        )
+        stopped = GaugeMetricFamily("bulkgen_queue_paused", "1 while the queue is paused", labels=["queue"])
+        for queue in QUEUES:
+            waiting.add_metric([queue], float(pending.get(queue, 0)))
+            stopped.add_metric([queue], 1.0 if queue in paused else 0.0)
+        return [waiting, stopped]
 
     def _runway(self) -> list[Metric]:
         from app.services.policy import runway_spent_today

@@ -40,6 +40,15 @@ WAIT_NOTE = (
     "seconds, whichever is first, with `Preference-Applied: wait=N`; N above 60 is treated as 60."
 )
 WEBHOOK_EVENTS = ["item.completed", "item.failed", "job.completed"]
+ACCESS_NOTE = (
+    "Every user reads every job. Members submit jobs and change (cancel, retry, pause, resume, "
+    "PATCH, redeliver) their own; admins change every job and pause queues. A read-only token "
+    "(scope `read`) may only GET."
+)
+REFUSED_WRITE = (
+    "Not allowed: `read_only_token` (a read-only token writes nothing), or `forbidden` (another "
+    "user's job, or an admin-only action)"
+)
 TIME = {"type": ["string", "null"], "format": "date-time"}
 
 SCHEMAS: dict[str, Any] = {
@@ -102,7 +111,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["id", "status", "provider", "model", "progress", "counts", "created_at"],
         "properties": {
             "id": {"type": "string"},
-            "status": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+            "status": {"enum": ["queued", "running", "paused", "succeeded", "failed", "cancelled"]},
             "provider": {"type": "string"},
             "model": {"type": "string"},
             "progress": {"type": "number", "minimum": 0, "maximum": 1},
@@ -112,6 +121,9 @@ SCHEMAS: dict[str, Any] = {
             "finished_at": TIME,
             "webhook": NULLABLE_STR,
             "webhook_events": {"type": "array", "items": {"enum": WEBHOOK_EVENTS}},
+            "priority": {"enum": ["low", "normal", "high"]},
+            "max_concurrency": {"type": ["integer", "null"], "minimum": 1},
+            "paused_at": TIME,
             "items": {"type": "array", "items": _ref("Item")},
         },
     },
@@ -126,7 +138,18 @@ SCHEMAS: dict[str, Any] = {
             "prompts": {"type": "array", "items": {"type": "string"}, "description": "SAM3 concepts"},
             "params": {"type": "object"},
             "priority": {"enum": ["low", "normal", "high"]},
-            "idempotency_key": {"type": "string", "maxLength": 200},
+            "max_concurrency": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "description": "most items of this job queued or running at once (default: no cap); "
+                "PATCH /jobs/{id} changes it",
+            },
+            "idempotency_key": {
+                "type": "string",
+                "maxLength": 200,
+                "description": "the same key with the same body returns the first job (200); with another "
+                "body, 409 idempotency_conflict",
+            },
             "webhook": {
                 "type": "string",
                 "format": "uri",
@@ -169,7 +192,12 @@ SCHEMAS: dict[str, Any] = {
         "required": ["email", "webhook_secret"],
         "properties": {
             "email": {"type": "string"},
+            "role": {"enum": ["admin", "member"]},
             "is_admin": {"type": "boolean"},
+            "token_scope": {
+                "enum": ["write", "read", "session"],
+                "description": "the scope of the token the request came with; `session` for the signed-in pages",
+            },
             "webhook_secret": {
                 "type": "string",
                 "description": "whsec_ + base64: verifies webhook signatures",
@@ -246,8 +274,8 @@ def spec() -> dict[str, Any]:
                 },
                 "responses": {
                     "201": _json(_ref("Job"), "Created"),
-                    "200": _json(_ref("Job"), "Same idempotency key: the first job"),
-                    **_errors(400, 401),
+                    "200": _json(_ref("Job"), "Same idempotency key and body: the first job"),
+                    **_errors(400, 401, 409, 413),
                 },
             },
             "get": {
@@ -285,7 +313,26 @@ def spec() -> dict[str, Any]:
                     _query("item_status", {"enum": STATUSES}),
                 ],
                 "responses": {"200": _json(_ref("Job")), **_errors(400, 401, 404)},
-            }
+            },
+            "patch": {
+                "summary": "Change a job's priority and/or max_concurrency while it runs",
+                "parameters": job_id,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "priority": {"enum": ["low", "normal", "high"]},
+                                    "max_concurrency": {"type": ["integer", "null"], "minimum": 1},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {"200": _json(_ref("Job")), **_errors(400, 401, 404)},
+            },
         },
         "/jobs/{job_id}/stream": {
             "get": {
@@ -332,6 +379,21 @@ def spec() -> dict[str, Any]:
         "/jobs/{job_id}/cancel": {
             "post": {
                 "summary": "Cancel unfinished items",
+                "parameters": job_id,
+                "responses": {"200": _json({"type": "object"}), **_errors(401, 404)},
+            }
+        },
+        "/jobs/{job_id}/pause": {
+            "post": {
+                "summary": "Pause a job: queued items come back out of the broker, running ones finish, "
+                "no new item starts (status `paused`)",
+                "parameters": job_id,
+                "responses": {"200": _json({"type": "object"}), **_errors(401, 404, 409)},
+            }
+        },
+        "/jobs/{job_id}/resume": {
+            "post": {
+                "summary": "Resume a paused job",
                 "parameters": job_id,
                 "responses": {"200": _json({"type": "object"}), **_errors(401, 404)},
             }
@@ -419,9 +481,25 @@ def spec() -> dict[str, Any]:
         },
         "/queues": {
             "get": {
-                "summary": "Per queue: waiting messages, running items, workers online with the state of each "
-                "device (loading, ready, broken, draining); control: reports waiting",
+                "summary": "Per queue: messages in the broker's window (`waiting`), items pending in the "
+                "database, the window's target, whether it is paused, running items, workers online with "
+                "the state of each device (loading, ready, broken, draining); control: reports waiting",
                 "responses": {"200": _json({"type": "object"}), **_errors(401)},
+            }
+        },
+        "/queues/{name}/pause": {
+            "post": {
+                "summary": "Pause a queue for maintenance: its workers stay up, running items finish, no "
+                "new item reaches them",
+                "parameters": [_id_param("name")],
+                "responses": {"200": _json({"type": "object"}), **_errors(401, 404)},
+            }
+        },
+        "/queues/{name}/resume": {
+            "post": {
+                "summary": "Resume a paused queue",
+                "parameters": [_id_param("name")],
+                "responses": {"200": _json({"type": "object"}), **_errors(401, 404)},
             }
         },
         "/providers": {
@@ -431,9 +509,14 @@ def spec() -> dict[str, Any]:
             }
         },
     }
+    # Any write may be refused: docs/reliability.md, "Access model".
+    for operations in paths.values():
+        for method, operation in operations.items():
+            if method != "get":
+                operation["responses"].setdefault("403", _json(_ref("Error"), REFUSED_WRITE))
     return {
         "openapi": "3.1.0",
-        "info": {"title": "bulkgen API", "version": "1"},
+        "info": {"title": "bulkgen API", "version": "1", "description": ACCESS_NOTE},
         "servers": [{"url": "/api/v1"}],
         "components": {
             "schemas": SCHEMAS,

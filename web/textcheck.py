@@ -32,7 +32,8 @@ def _check_request() -> None:
     problem = unstorable(dict(request.view_args or {}), "the path") or unstorable(
         request.args.to_dict(flat=False), "the query"
     )
-    if problem is None and request.method in ("POST", "PUT", "PATCH"):
+    # A signed PUT to /files carries an object's bytes, stored as they are (and streamed: not parsed).
+    if problem is None and request.method in ("POST", "PUT", "PATCH") and request.blueprint != "files":
         if request.is_json:
             problem = unstorable(request.get_json(silent=True), "the body")
         elif request.mimetype == "application/x-www-form-urlencoded":

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 from collections.abc import Iterator
 
+from app.images import clean_filename
 from app.storage import Storage
 
 CHUNK = 1024 * 1024
+# Characters some systems refuse in a file name when the archive is unpacked (Windows above all).
+_UNSAFE = re.compile(r'[<>:"/\\|?*]')
+
+
+def item_folder(idx: int, item_id: str, input_name: str | None) -> str:
+    """An item's folder in a job's zip: its position, then its input's upload name without the
+    extension (cleaned again: names recorded before uploads were cleaned may hold anything), or the
+    item id where there is no name."""
+    stem = (clean_filename(input_name) or "").rsplit(".", 1)[0]
+    stem = _UNSAFE.sub("_", stem)[:60].strip(". ")
+    return f"{idx:05d}-{stem or item_id[:8]}"
 
 
 class _Pipe:

@@ -208,6 +208,8 @@ def derive_status(job: Any) -> str:
         if c["cancelled"]:
             return "cancelled"
         return "succeeded"
+    if getattr(job, "paused_at", None) is not None:
+        return "paused"
     if c["running"] or finished:
         return "running"
     return "queued"
@@ -220,6 +222,7 @@ _JOB_STATE = (
     Job.started_at,
     Job.finished_at,
     Job.cancelled_at,
+    Job.paused_at,
 )
 
 

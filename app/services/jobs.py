@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -12,21 +14,17 @@ from sqlalchemy import text as sa_text
 from sqlalchemy.exc import IntegrityError
 
 from app import storage as storage_mod
-from app.broker import coordination, item_payload, publish_items
+from app.broker import coordination
 from app.config import settings
 from app.db import db
-from app.models import PRIORITIES, UNFINISHED, Asset, Item, Job, User, new_id, utcnow
+from app.models import PRIORITIES, Asset, Item, Job, User, new_id, utcnow
 from app.providers import registry
-from app.services import policy, webhooks
-from app.services.items import add_event, mark_queued, move_item, move_job_items, settle_job
+from app.services import policy, scheduler, webhooks
+from app.services.items import add_event, move_item, move_job_items, settle_job
 from app.storage_factory import get_storage
 from providers import ParamError, get_provider
 
 log = logging.getLogger(__name__)
-
-# Up to this many items are published inside the request; bigger jobs are handed to
-# the control worker so the API answers at once.
-INLINE_PUBLISH_MAX = 200
 
 
 @dataclass
@@ -41,6 +39,51 @@ class Submission:
     idempotency_key: str | None = None
     webhook: Any = None
     webhook_events: Any = None
+    max_concurrency: Any = None
+
+    def request_hash(self) -> str:
+        """sha256 of the submission as canonical JSON, the idempotency key itself left out."""
+        fields = asdict(self)
+        fields.pop("idempotency_key")
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class IdempotencyConflict(ParamError):
+    """The idempotency key was used before with a different submission (answered 409, as Stripe does)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            "idempotency_key",
+            f"idempotency_key {key!r} was already used with a different request; "
+            "send the same request to get that job, or use a new key for a new job",
+        )
+        self.key = key
+
+
+def _same_request(existing: Job, request_hash: str | None) -> Job:
+    """The job an idempotency key already made, if this is the same request again."""
+    # Jobs made before request hashes were kept (NULL) count as the same request.
+    if existing.request_hash is not None and existing.request_hash != request_hash:
+        raise IdempotencyConflict(existing.idempotency_key or "")
+    return existing
+
+
+def check_max_concurrency(value: Any) -> int | None:
+    """None (no cap) or a whole number of items in flight, at least 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
+        raise ParamError(
+            "max_concurrency", "max_concurrency must be a whole number from 1, or null for no cap"
+        )
+    return value
+
+
+def check_priority(value: Any) -> str:
+    if not isinstance(value, str) or value not in PRIORITIES:
+        raise ParamError("priority", f"priority must be one of {list(PRIORITIES)}")
+    return value
 
 
 def _check_inputs(inputs: Any) -> list[str]:
@@ -72,14 +115,16 @@ def _check_inputs(inputs: Any) -> list[str]:
 
 def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
     """Validate and store a job with its items (pending), then publish. Returns (job, created)."""
+    request_hash = None
     if sub.idempotency_key is not None:
         if not isinstance(sub.idempotency_key, str) or not 0 < len(sub.idempotency_key) <= 200:
             raise ParamError("idempotency_key", "idempotency_key must be a string of 1 to 200 characters")
+        request_hash = sub.request_hash()
         existing = db.session.scalar(
             select(Job).where(Job.created_by == user_id, Job.idempotency_key == sub.idempotency_key)
         )
         if existing is not None:
-            return existing, False
+            return _same_request(existing, request_hash), False
     provider = get_provider(registry(), sub.provider)
     if sub.prompt is not None and not isinstance(sub.prompt, str):
         raise ParamError("prompt", "prompt must be a string")
@@ -89,9 +134,8 @@ def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
         raise ParamError("prompts", "prompts must be a list of strings")
     if sub.params is not None and not isinstance(sub.params, dict):
         raise ParamError("params", "params must be an object")
-    priority = "normal" if sub.priority is None else sub.priority
-    if not isinstance(priority, str) or priority not in PRIORITIES:
-        raise ParamError("priority", f"priority must be one of {list(PRIORITIES)}")
+    priority = check_priority("normal" if sub.priority is None else sub.priority)
+    max_concurrency = check_max_concurrency(sub.max_concurrency)
     if sub.model is not None and not isinstance(sub.model, str):
         raise ParamError("model", "model must be a string")
     spec = provider.validate(sub.model, sub.prompt, sub.prompts, sub.params or {})
@@ -103,10 +147,17 @@ def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
     inputs = _check_inputs(sub.inputs)
     routed_from, fallback_reason = None, None
     if provider.name == "wan_local" and (fallback_reason := policy.wan_fallback_reason()):
-        # The admin's WAN parameters do not apply to Runway: its model defaults do.
-        routed_from = provider.name
-        provider = get_provider(registry(), "runway")
-        spec = provider.validate(settings().wan_fallback_model, sub.prompt, None, {})
+        # The admin's WAN parameters do not apply to Runway: its model defaults do. A job Runway
+        # cannot take (e.g. a prompt over its limit) stays on WAN and waits there.
+        runway = get_provider(registry(), "runway")
+        try:
+            spec, provider, routed_from = (
+                runway.validate(settings().wan_fallback_model, sub.prompt, None, {}),
+                runway,
+                provider.name,
+            )
+        except ParamError:
+            fallback_reason = None
 
     job = Job(
         id=new_id(),
@@ -121,9 +172,11 @@ def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
         n_pending=len(inputs),
         created_by=user_id,
         idempotency_key=sub.idempotency_key,
+        request_hash=request_hash,
         routed_from=routed_from,
         webhook=webhook,
         webhook_events=webhook_events,
+        max_concurrency=max_concurrency,
     )
     db.session.add(job)
     now = utcnow()
@@ -147,12 +200,11 @@ def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
         )
         if existing is None:
             raise
-        return existing, False
+        return _same_request(existing, request_hash), False
 
-    if len(item_ids) <= INLINE_PUBLISH_MAX:
-        dispatch_items(job.id, item_ids)
-    else:
-        hand_to_control(job.id)
+    # The first items enter their queue's window now; the rest follow as workers free up.
+    filled = scheduler.fill_all(set(queues))
+    job.broker_unreachable = any(not f.broker_reachable for f in filled)  # type: ignore[attr-defined]
     return job, True
 
 
@@ -208,52 +260,18 @@ def insert_items(
     db.session.execute(insert(Item), rows)
 
 
-def hand_to_control(job_id: str) -> None:
-    from app.broker import celery_client
-
-    try:
-        celery_client().send_task("control.dispatch_job", args=[job_id], queue="control", retry=False)
-    except Exception as exc:  # noqa: BLE001 - the reconciler publishes pending items later
-        log.warning("could not hand job %s to the control queue: %s", job_id, exc)
-
-
-def dispatch_items(job_id: str, item_ids: list[str] | None = None) -> int:
-    """Publish pending items of a job (all, or the given ones) and mark them queued. Commits."""
-    job = db.session.get(Job, job_id)
-    if job is None:
-        return 0
-    query = select(Item).where(Item.job_id == job_id, Item.status == "pending")
-    if item_ids is not None:
-        query = query.where(Item.id.in_(item_ids)) if len(item_ids) <= 1000 else query
-    items = list(db.session.scalars(query.order_by(Item.idx)))
-    if job.provider == "runway" and items:
-        allowed, reason = policy.runway_budget(len(items), job.model, job.params or {})
-        items = items[:allowed]
-        if reason != job.waiting_reason:
-            job.waiting_reason = reason
-            add_event(
-                job.id,
-                "job.waiting" if reason else "job.resumed",
-                detail=reason or "spending cap allows work again",
-            )
-    # Build the messages before the commit: it expires the loaded rows (a reload each otherwise).
-    priority = PRIORITIES.get(job.priority, 3)
-    messages = [(item_payload(item, job), item.queue, priority) for item in items]
-    attempts = {item.id: item.attempt for item in items}
-    db.session.commit()  # release locks before talking to the broker
-    if not messages:
-        return 0
-    published = [(item_id, attempts[item_id]) for item_id in publish_items(messages)]
-    count = mark_queued(job_id, published)
-    db.session.commit()
-    return count
-
-
 def cancel_job(job: Job) -> int:
     """Cancel every unfinished item; running ones stop at their next cancel check. Commits."""
     now = utcnow()
-    # Items first, then the job row: the lock order every writer keeps.
-    moved, deltas = move_job_items(job.id, "cancelled", UNFINISHED, {"finished_at": now})
+    # Items first, then the job row: the lock order every writer keeps. Only items that reached the
+    # broker need a cancel flag in Redis; pending ones were never published (no fill publishes
+    # meanwhile: the windows are held until the commit).
+    scheduler.hold_windows()
+    published, deltas = move_job_items(job.id, "cancelled", ("queued", "running"), {"finished_at": now})
+    waiting, more = move_job_items(job.id, "cancelled", ("pending",), {"finished_at": now})
+    for status, change in more.items():
+        deltas[status] = deltas.get(status, 0) + change
+    moved = published + waiting
     db.session.execute(
         update(Job).where(Job.id == job.id, Job.cancelled_at.is_(None)).values(cancelled_at=now),
         execution_options={"synchronize_session": False},
@@ -262,13 +280,14 @@ def cancel_job(job: Job) -> int:
     settle_job(job.id, deltas)
     db.session.commit()
     try:
-        coordination().cancel(moved)
+        coordination().cancel(published)
     except Exception as exc:  # noqa: BLE001 - stale results are fenced out by the control side
         log.warning("could not set cancel flags for job %s: %s", job.id, exc)
+    scheduler.fill_all()  # the cancelled items' places in the windows go to other work
     return len(moved)
 
 
-def retry_item(item: Item, reason: str = "retry requested") -> bool:
+def retry_item(item: Item, reason: str = "retry requested", fill: bool = True) -> bool:
     """failed (or cancelled) -> pending with a fresh attempt budget, then publish. Commits."""
     new_attempt = item.attempt + 1
     old = move_item(
@@ -299,11 +318,15 @@ def retry_item(item: Item, reason: str = "retry requested") -> bool:
     if job is not None and job.cancelled_at is not None:
         job.cancelled_at = None
     db.session.commit()
-    dispatch_items(item.job_id, [item.id])
+    if fill:
+        scheduler.fill_all([item.queue])
     return True
 
 
 def retry_failed(job: Job) -> int:
     items = list(db.session.scalars(select(Item).where(Item.job_id == job.id, Item.status == "failed")))
     db.session.commit()
-    return sum(1 for item in items if retry_item(item, "job retry: failed items"))
+    count = sum(1 for item in items if retry_item(item, "job retry: failed items", fill=False))
+    if count:
+        scheduler.fill_all()
+    return count

@@ -1,6 +1,8 @@
 """Provider choice rules: WAN→Runway fallback at submission, and the daily Runway spending cap.
 
-Both are off unless configured (WAN_FALLBACK_MODEL, RUNWAY_DAILY_CAP_USD).
+Both are off unless configured (WAN_FALLBACK_MODEL, RUNWAY_DAILY_CAP_USD). The cap is applied by the
+scheduler (app/services/scheduler.py): a Runway item enters the window only while today's spend
+leaves room for it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from app.config import settings
 from app.db import db
 from app.models import Item
 from app.providers import registry
-from app.services.queues import queue_depths, workers_on
+from app.services.queues import workers_on
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +32,22 @@ def wan_fallback_reason() -> str | None:
         return None
     if workers_on("wan_local") == 0:
         return "no wan_local worker is online"
-    depth = queue_depths().get("wan_local")
-    if depth is not None and depth > s.wan_fallback_queue_length:
+    depth = waiting_on("wan_local")
+    if depth > s.wan_fallback_queue_length:
         return f"the wan_local queue holds {depth} items (threshold {s.wan_fallback_queue_length})"
     return None
+
+
+def waiting_on(queue: str) -> int:
+    """Items waiting for a worker of `queue` (pending in Postgres or in the broker's window)."""
+    return int(
+        db.session.scalar(
+            select(func.count())
+            .select_from(Item)
+            .where(Item.queue == queue, Item.status.in_(("pending", "queued")))
+        )
+        or 0
+    )
 
 
 def runway_cost(model: str, params: dict[str, Any]) -> float:
@@ -44,6 +58,9 @@ def runway_cost(model: str, params: dict[str, Any]) -> float:
     for m in provider.models():
         if m.name == model:
             per_second = m.constraints.get("credits_per_second")
+            if params.get("audio") is False:
+                # Veo without its audio track is billed at a lower rate.
+                per_second = m.constraints.get("credits_per_second_without_audio", per_second)
             usd = m.constraints.get("usd_per_credit")
             duration = params.get("duration")
             if per_second and usd and duration:
@@ -77,21 +94,3 @@ def in_flight_runway_cost() -> float:
         select(Job.model, Job.params, per_job.c.n).join(per_job, per_job.c.job_id == Job.id)
     )
     return sum(runway_cost(model, params or {}) * count for model, params, count in rows)
-
-
-def runway_budget(count: int, model: str, params: dict[str, Any]) -> tuple[int, str | None]:
-    """How many of `count` Runway items may be published now under the daily cap, and why not all."""
-    cap = settings().runway_daily_cap_usd
-    if cap is None:
-        return count, None
-    each = runway_cost(model, params)
-    spent = runway_spent_today()
-    if each <= 0:
-        return count, None
-    allowed = max(0, min(count, int((cap - spent) // each)))
-    if allowed < count:
-        return allowed, (
-            f"daily Runway spending cap of ${cap:.2f} reached; "
-            "items wait and start after midnight UTC or when the cap is raised"
-        )
-    return count, None

@@ -1,6 +1,7 @@
 """The periodic reconciler: rebuilds whatever Redis lost from Postgres and storage.
 
-- pending items older than a grace period are published (a failed publish, a retry);
+- after a lost lease put an item back, the windows are topped up at once (beat fills them
+  every second anyway: app/services/scheduler.py);
 - running items whose lease vanished and stayed gone are recovered from their
   manifest if the attempt finished, else re-dispatched with attempt + 1 (or failed
   after max attempts);
@@ -8,14 +9,19 @@
   published again (duplicates are harmless, the lease and fenced updates absorb them);
 - running items past their deadline are treated like a lost worker;
 - items a worker prefetched and then vanished with (its hold expired) are published again, on
-  the same attempt: they never started.
+  the same attempt: they never started;
+- items taken back out of the window in Redis whose move back to pending did not commit are moved.
+
+Work per tick grows with the windows and the running items, never with the pending backlog.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,9 +31,9 @@ from app.broker import coordination, item_payload, publish_items
 from app.config import settings
 from app.db import db
 from app.models import PRIORITIES, Item, Job
-from app.services.items import add_event, lock_items
-from app.services.jobs import dispatch_items
-from app.services.reports import apply_report, apply_reports
+from app.services import scheduler
+from app.services.items import add_event, lock_items, settle_job
+from app.services.reports import apply_report, apply_reports, authentic
 from app.storage import NotFound
 from app.storage_factory import get_storage, manifest_key
 
@@ -66,7 +72,14 @@ def reconcile() -> dict[str, int]:
     s = settings()
     coord = coordination()
     now = datetime.now(UTC)
-    stats = {"published": 0, "republished": 0, "recovered": 0, "redispatched": 0, "lease_missing": 0}
+    stats = {
+        "published": 0,
+        "republished": 0,
+        "recovered": 0,
+        "redispatched": 0,
+        "lease_missing": 0,
+        "recalled": 0,
+    }
 
     if coord.epoch() is None:
         coord.set_epoch(str(time.time()))
@@ -81,7 +94,10 @@ def reconcile() -> dict[str, int]:
     running = list(db.session.scalars(select(Item).where(Item.status == "running").limit(BATCH)))
     present = coord.leases_present([i.id for i in running])
     deadline = timedelta(seconds=s.item_deadline_s + s.lease_ttl_s)
-    for item in running:
+    # As read with the leases: each commit below reloads the rows, and the applier may meanwhile have
+    # moved an item on (a failure reported just before its lease went): its lost report is then stale.
+    seen_rows = [_Seen(i.id, i.job_id, i.attempt, i.worker) for i in running]
+    for item, seen in zip(running, seen_rows, strict=True):
         if present.get(item.id):
             if item.lease_lost_at is not None:
                 item.lease_lost_at = None
@@ -108,25 +124,15 @@ def reconcile() -> dict[str, int]:
             stats["recovered"] += 1
             applied = apply_reports([outcome])[0]
         else:
-            applied = apply_reports([_lost(item, reason)])[0]
+            applied = apply_reports([_lost(seen, reason)])[0]
         if applied.needs_dispatch:
             stats["redispatched"] += 1
-            # Publish the new attempt now rather than after the pending grace period.
-            dispatch_items(item.job_id, [item.id])
     db.session.commit()
 
-    cutoff = now - timedelta(seconds=s.pending_grace_s)
-    pending_jobs = list(
-        db.session.scalars(
-            select(Item.job_id)
-            .where(Item.status == "pending", Item.updated_at < cutoff)
-            .distinct()
-            .limit(BATCH)
-        )
-    )
-    db.session.commit()
-    for job_id in pending_jobs:
-        stats["published"] += dispatch_items(job_id)
+    stats["recalled"] += _finish_recalls(coord)
+    if stats["redispatched"] or stats["recalled"]:
+        # The new attempts go ahead of fresh work now, not at the next beat's fill.
+        stats["published"] += sum(f.published for f in scheduler.fill_all())
 
     expired = coord.take_expired_holds(time.time(), BATCH)
     if expired:
@@ -163,8 +169,9 @@ def republish_queued(
     for item, job in rows:
         if recover_from_manifest(item):
             continue
-        # Seen before: the worker looks for an already committed manifest before running it.
-        payload = {**item_payload(item, job), "redelivery": True}
+        # Seen before: the worker looks for an already committed manifest before running it. A new
+        # dispatch token: an earlier message of this item, should it still exist, is refused.
+        payload = {**item_payload(item, job), "redelivery": True, "dispatch": secrets.token_hex(8)}
         messages.append((payload, item.queue, PRIORITIES.get(job.priority, 3)))
     published = publish_items(messages)
     if published:
@@ -188,7 +195,45 @@ def republish_queued(
     return len(published)
 
 
-def _lost(item: Item, reason: str) -> dict[str, Any]:
+def _finish_recalls(coord: Any) -> int:
+    """queued -> pending for window items whose message was voided in Redis while the move in
+    Postgres did not commit (the scheduler died between the two)."""
+    queued = list(
+        db.session.execute(select(Item.id, Item.job_id, Item.attempt).where(Item.status == "queued"))
+    )
+    db.session.commit()
+    try:
+        voided = coord.recalled([row.id for row in queued])
+    except Exception as exc:  # noqa: BLE001 - Redis away: next tick
+        log.warning("could not read dispatch tokens: %s", exc)
+        return 0
+    moved = 0
+    for row in queued:
+        if row.id not in voided:
+            continue
+        lock_items(Item.id == row.id, Item.status == "queued")
+        if db.session.execute(
+            update(Item)
+            .where(Item.id == row.id, Item.status == "queued", Item.attempt == row.attempt)
+            .values(status="pending", queued_at=None, updated_at=datetime.now(UTC)),
+            execution_options={"synchronize_session": False},
+        ).rowcount:
+            add_event(row.job_id, "job.window", detail="1 queued item taken back out of the broker")
+            settle_job(row.job_id, {"queued": -1, "pending": 1})
+            moved += 1
+        db.session.commit()
+    return moved
+
+
+@dataclass(frozen=True)
+class _Seen:
+    id: str
+    job_id: str
+    attempt: int
+    worker: str | None
+
+
+def _lost(item: _Seen, reason: str) -> dict[str, Any]:
     return {
         "state": "failed",
         "item_id": item.id,
@@ -207,7 +252,9 @@ def _recorded_outcome(coord: Any, item: Item) -> dict[str, Any] | None:
     except Exception as exc:  # noqa: BLE001 - Redis away: decide on the lease alone
         log.warning("could not read the outcome of %s: %s", item.id, exc)
         return None
-    return outcome if isinstance(outcome, dict) and outcome.get("item_id") == item.id else None
+    if not isinstance(outcome, dict) or outcome.get("item_id") != item.id:
+        return None
+    return outcome if authentic([outcome]) else None
 
 
 def _aware(value: datetime) -> datetime:

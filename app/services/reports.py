@@ -21,10 +21,14 @@ import redis
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
+from app.config import settings
+from app.coordination import REPORTS_CONSUMER
 from app.db import db
 from app.models import Event, Item, utcnow
-from app.services import webhooks
+from app.proofs import proof_valid
+from app.services import scheduler, webhooks
 from app.services.items import log_event, settle_job
+from app.storage_factory import output_prefix
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,35 @@ def _ts(value: Any) -> datetime | None:
     if isinstance(value, int | float):
         return datetime.fromtimestamp(value, UTC)
     return None
+
+
+def authentic(reports: list[Any]) -> list[Any]:
+    """The reports that carry their item's proof; the others are logged and change nothing."""
+    kept = []
+    for report in reports:
+        if proof_valid(report):
+            kept.append(report)
+        else:
+            what = (
+                {k: report.get(k) for k in ("item_id", "attempt", "state", "worker")}
+                if isinstance(report, dict)
+                else report
+            )
+            log.warning("dropping a report without a valid proof for its item: %r", what)
+    return kept
+
+
+def outputs_inside(report: dict[str, Any], job_id: str) -> bool:
+    """Whether every output a success names lies under its own attempt's prefix."""
+    prefix = output_prefix(job_id, report["item_id"], report["attempt"])
+    outputs = report.get("outputs") or []
+    return isinstance(outputs, list) and all(
+        isinstance(o, dict)
+        and isinstance(o.get("key"), str)
+        and o["key"].startswith(prefix)
+        and ".." not in o["key"].split("/")
+        for o in outputs
+    )
 
 
 def well_formed(report: Any) -> bool:
@@ -58,6 +91,7 @@ class _Item:
 
     id: str
     job_id: str
+    queue: str
     status: str
     attempt: int
     max_attempts: int
@@ -75,6 +109,8 @@ class Applied:
 
     old: str | None
     new: str | None = None
+    # The item's queue, whose window this change frees a place in (or adds a retry to).
+    queue: str | None = None
 
     @property
     def needs_dispatch(self) -> bool:
@@ -104,6 +140,14 @@ def _transition(item: _Item, report: dict[str, Any], now: datetime) -> tuple[str
     if item.status not in ALIVE:
         return None
     if state == "succeeded":
+        if not outputs_inside(report, item.job_id):
+            log.warning(
+                "ignoring a success of item %s attempt %d naming outputs outside its prefix: %r",
+                item.id,
+                attempt,
+                report.get("outputs"),
+            )
+            return None
         meta = report.get("meta") or {}
         values = {
             "outputs": report.get("outputs") or [],
@@ -156,13 +200,13 @@ def _lock_items(ids: list[str]) -> dict[str, _Item]:
     found: dict[str, _Item] = {}
     for start in range(0, len(ids), CHUNK):
         query = (
-            select(Item.id, Item.job_id, Item.status, Item.attempt, Item.max_attempts)
+            select(Item.id, Item.job_id, Item.queue, Item.status, Item.attempt, Item.max_attempts)
             .where(Item.id.in_(ids[start : start + CHUNK]))
             .order_by(Item.id)
             .with_for_update()
         )
         for row in db.session.execute(query):
-            found[row.id] = _Item(row.id, row.job_id, row.status, row.attempt, row.max_attempts)
+            found[row.id] = _Item(row.id, row.job_id, row.queue, row.status, row.attempt, row.max_attempts)
     return found
 
 
@@ -186,7 +230,7 @@ def _apply(reports: list[dict[str, Any]]) -> list[Applied]:
         if change is None:
             continue
         to, values, event = change
-        results[i] = Applied(item.status, to)
+        results[i] = Applied(item.status, to, item.queue)
         events.append(
             {
                 "job_id": item.job_id,
@@ -292,20 +336,22 @@ def apply_report(report: dict[str, Any]) -> str | None:
     return apply_reports([report])[0].old
 
 
-def dispatch_retries(reports: Iterable[dict[str, Any]], results: Iterable[Applied]) -> int:
-    """Publish the items that a retryable failure put back to pending."""
-    from app.services.jobs import dispatch_items
-
-    by_job: dict[str, list[str]] = defaultdict(list)
-    for report, applied in zip(reports, results, strict=True):
-        if applied.needs_dispatch:
-            by_job[report["job_id"]].append(report["item_id"])
-    return sum(dispatch_items(job_id, ids) for job_id, ids in by_job.items())
+def queues_touched(results: Iterable[Applied]) -> set[str]:
+    """The queues whose windows these changes free a place in, or add a retry to."""
+    return {r.queue for r in results if r.old is not None and r.queue is not None}
 
 
-# --- the applier: one at a time, reading the workers' report stream in batches ------------------
+# --- the appliers: one per partition, reading the workers' report stream in batches -------------
+#
+# The stream is read by one consumer group; each partition is a consumer of it, run by one applier
+# at a time (a Redis lock per partition). Redis hands every report to exactly one consumer, and
+# every transition is fenced, so partitions need nothing from each other: with APPLIER_PARTITIONS
+# = N, N control processes apply side by side.
 
 APPLIER_LOCK = "report-applier"
+# A partition's reports read and not acked for this long are taken over by another partition
+# (its applier died and nobody runs that partition any more).
+STALE_REPORT_MS = 60_000
 BATCH = 500
 # Once a report arrives, wait this long for more: a transaction per handful of reports rather than
 # per report (reports then wait at most this much longer).
@@ -325,21 +371,32 @@ def drain_reports(holder: str, budget_s: float = 5.0, block_ms: int = 250) -> in
 
     coord = coordination()
     lock_ttl = budget_s + 10
+    lock = None
     try:
-        lock = coord.try_lock(APPLIER_LOCK, holder, lock_ttl)
+        for partition in range(settings().applier_partitions):
+            name = APPLIER_LOCK if partition == 0 else f"{APPLIER_LOCK}:{partition}"
+            lock = coord.try_lock(name, holder, lock_ttl)
+            if lock is not None:
+                break
     except redis.RedisError as exc:
         # Beat starts another applier every second; it takes over once Redis is back.
-        log.warning("cannot take the applier lock: %s", exc)
+        log.warning("cannot take an applier lock: %s", exc)
         return None
     if lock is None:
         return None
+    consumer = REPORTS_CONSUMER if partition == 0 else f"{REPORTS_CONSUMER}-{partition}"
     applied = 0
     deadline = time.monotonic() + budget_s
     pending = True  # first what an earlier applier read and never acked
     try:
         while time.monotonic() < deadline:
             try:
-                entries = coord.read_reports(BATCH, block_ms, pending=pending)
+                if pending:
+                    entries = coord.read_reports(BATCH, None, pending=True, consumer=consumer)
+                    if not entries:
+                        entries = coord.claim_stale_reports(consumer, STALE_REPORT_MS, BATCH)
+                else:
+                    entries = coord.read_reports(BATCH, block_ms, consumer=consumer)
             except redis.RedisError as exc:
                 log.warning("cannot read reports from Redis: %s", exc)
                 time.sleep(1.0)
@@ -350,11 +407,11 @@ def drain_reports(holder: str, budget_s: float = 5.0, block_ms: int = 250) -> in
             if not pending and len(entries) < BATCH:
                 time.sleep(LINGER_S)
                 try:
-                    entries += coord.read_reports(BATCH - len(entries), None)
+                    entries += coord.read_reports(BATCH - len(entries), None, consumer=consumer)
                 except redis.RedisError as exc:
                     log.warning("cannot read reports from Redis: %s", exc)
             ids = [entry_id for entry_id, _ in entries]
-            reports = [report for _, report in entries]
+            reports = authentic([report for _, report in entries])
             results = _apply_batch(reports)
             if results is None:
                 pending = True  # read the same reports again once the database is back
@@ -368,10 +425,10 @@ def drain_reports(holder: str, budget_s: float = 5.0, block_ms: int = 250) -> in
                 # Unacked reports are read again later; applying them twice changes nothing.
                 log.warning("cannot ack reports: %s", exc)
             applied += len(ids)
-            try:
-                dispatch_retries(reports, results)
-            except Exception as exc:  # noqa: BLE001 - pending items are published by the reconciler
-                log.warning("could not publish retried items now: %s", exc)
+            touched = queues_touched(results)
+            if touched:
+                # A worker that finished gets its next item now, not at the next tick.
+                scheduler.fill_all(touched)
     finally:
         try:
             coord.release_lock(lock)

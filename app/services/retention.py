@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # Previews are kept at thumbs/{key}.jpg (web/views/images.py makes them on first view).
 THUMB_PREFIX = "thumbs/"
 BATCH = 200
-UNFINISHED_JOB = ("queued", "running")
+UNFINISHED_JOB = ("queued", "running", "paused")
 # One sweep stops starting new work after this long; the next one carries on.
 TIME_BUDGET_S = 300.0
 

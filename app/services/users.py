@@ -23,32 +23,78 @@ def get_user(email: str) -> User | None:
     return db.session.scalar(select(User).where(User.email == email.strip().lower()))
 
 
-def create_user(email: str, password: str | None = None, is_admin: bool = True) -> User:
+ROLES = ("admin", "member")
+# "write": everything the token's user may do; "read": GET only, for dashboards and scripts.
+TOKEN_SCOPES = ("write", "read")
+
+
+def create_user(email: str, password: str | None = None, role: str | None = None) -> User:
+    """Create a user (an admin unless `role` says otherwise), or reset an existing one's password.
+
+    An existing user's role changes only when `role` is given: resetting a password never promotes."""
     email = email.strip().lower()
     if "@" not in email or len(email) > 255:
         raise ValueError(f"{email!r} is not an email address")
+    if role is not None and role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     user = get_user(email)
     if user is None:
-        user = User(email=email, is_admin=is_admin)
+        user = User(email=email, role=role or "admin")
         db.session.add(user)
+    elif role is not None:
+        user.role = role
     if password:
         user.password_hash = generate_password_hash(password)
     db.session.commit()
     return user
 
 
+def all_users() -> list[User]:
+    return list(db.session.scalars(select(User).order_by(User.email)))
+
+
+def set_role(user: User, role: str) -> bool:
+    """Give `user` the role; False when they already had it."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    if user.role == role:
+        return False
+    user.role = role
+    db.session.commit()
+    return True
+
+
+def set_active(user: User, active: bool) -> bool:
+    """(De)activate `user`: an inactive user's session and tokens stop working at their next request."""
+    if user.active == active:
+        return False
+    user.active = active
+    db.session.commit()
+    return True
+
+
 def check_password(user: User, password: str) -> bool:
     return bool(user.active and user.password_hash and check_password_hash(user.password_hash, password))
 
 
-def create_token(user: User, name: str = "") -> str:
+def create_token(user: User, name: str = "", scope: str = "write") -> str:
+    if scope not in TOKEN_SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(TOKEN_SCOPES)}, not {scope!r}")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    db.session.add(ApiToken(user_id=user.id, name=name, token_hash=hash_token(token), prefix=token[:10]))
+    db.session.add(
+        ApiToken(user_id=user.id, name=name, token_hash=hash_token(token), prefix=token[:10], scope=scope)
+    )
     db.session.commit()
     return token
 
 
 def user_for_token(token: str) -> User | None:
+    row = token_row(token)
+    return row.user if row is not None else None
+
+
+def token_row(token: str) -> ApiToken | None:
+    """The active token row (with its user loaded) that `token` is, or None."""
     # The token and its user in one query: every API request starts here.
     row = db.session.scalar(
         select(ApiToken).options(joinedload(ApiToken.user)).where(ApiToken.token_hash == hash_token(token))
@@ -64,11 +110,23 @@ def user_for_token(token: str) -> User | None:
     ):
         row.last_used_at = now
         db.session.commit()
-    return row.user
+    return row
 
 
 def tokens_of(user: User) -> list[ApiToken]:
     return list(db.session.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)))
+
+
+def active_tokens() -> list[ApiToken]:
+    """Every unrevoked token with its user, for the admins' users page."""
+    return list(
+        db.session.scalars(
+            select(ApiToken)
+            .options(joinedload(ApiToken.user))
+            .where(ApiToken.revoked_at.is_(None))
+            .order_by(ApiToken.user_id, ApiToken.id)
+        )
+    )
 
 
 def revoke_token(token_id: int) -> bool:

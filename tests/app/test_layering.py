@@ -35,7 +35,7 @@ def test_celery_finds_the_app_as_tasks_app_and_tasks_celery(tmp_path) -> None:
     out = run_python(code, tmp_path)
     assert (
         out
-        == "['control.apply_reports', 'control.dispatch_job', 'control.reconcile', 'control.retention', 'control.send_webhooks', 'items.run'] []"
+        == "['control.apply_reports', 'control.fill_windows', 'control.reconcile', 'control.retention', 'control.send_webhooks', 'items.run'] []"
     )
 
 

@@ -381,7 +381,10 @@ def test_runway_misbehaving(systems: SystemFactory) -> None:
         retried = [e["detail"] or "" for e in sysm.api.events(job["id"]) if e["kind"] == "item.retry"]
         assert figures["retried"] == len(retried) >= 10
         assert sum("not re-sending" in d for d in retried) == 10, retried
-        assert all("not re-sending" in d or "giving up after" in d for d in retried), retried
+        # Every other retry is Runway's misbehaviour outlasting the backoff, or (on a loaded machine,
+        # 100 threads on 2 cores) the infrastructure: never a second create or an unexplained failure.
+        other = [d for d in retried if "not re-sending" not in d and "giving up after" not in d]
+        assert all("worker lost" in d or "storage unavailable" in d for d in other), other
 
 
 def test_duplicate_and_stale_messages(systems: SystemFactory) -> None:

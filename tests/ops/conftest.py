@@ -25,4 +25,5 @@ def observed(systems: SystemFactory) -> System:
             # One worker process even on a GPU machine: the tests count items waiting behind it.
             "WORKER_DEVICE": "cpu",
         },
+        shared=True,
     )

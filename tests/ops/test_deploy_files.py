@@ -319,6 +319,10 @@ def test_compose_environment_is_shared_and_gpu_workers_get_no_database() -> None
         queues = set((option(argv, "-Q", "--queues") or "").split(",")) - {""}
         if queues & NO_DB_QUEUES or "flower" in argv:
             assert "DATABASE_URL" not in env and "SECRET_KEY" not in env, f"{name}: holds database secrets"
+            storage = [k for k in env if k.startswith(("S3_", "AWS_")) or k == "STORAGE_DIR"]
+            assert not storage, f"{name}: holds storage settings {storage} (workers use grants)"
+            if queues:
+                assert "BULKGEN_WORKER_TOKEN" in env, f"{name}: item workers need a worker token"
             assert env.get("NO_DATABASE") == "1" or "NO_DATABASE=1" in " ".join(
                 instructions(ours(service), "ENV")
             ), f"{name}: must set NO_DATABASE=1"

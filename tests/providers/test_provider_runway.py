@@ -8,8 +8,8 @@ import time
 import pytest
 import requests
 
-from providers.base import Cancelled, FatalError, JobSpec, RetryableError
-from providers.runway import API_VERSION, TASK_KEY, image_data_uri
+from providers.base import Cancelled, FatalError, JobSpec, ParamError, RetryableError
+from providers.runway import API_VERSION, TASK_KEY, fetchable_by_runway, image_data_uri
 
 
 def spec_for(runway, model="gen4_turbo", prompt="a cat walks", **params):
@@ -42,6 +42,7 @@ def test_success_downloads_the_video(runway, runway_sim, make_run, input_image):
     assert stats["tasks"][task_id]["model"] == "gen4_turbo"
     assert stats["tasks"][task_id]["promptText"] == "a cat walks"
     assert result.meta["cost_usd"] == pytest.approx(0.25)  # 5 s x 5 credits x $0.01
+    assert result.meta["cost_source"] == "runway"  # the task's reported cost
     assert result.meta["resumed"] is False
     assert any(m.startswith("running") for m in run.messages())
     assert run.progress[-1] == (1.0, "done")
@@ -259,3 +260,88 @@ def test_task_id_that_cannot_be_remembered_is_cancelled(runway, runway_sim, make
     assert err.value.code == "remember"
     stats = runway_sim.stats()
     assert stats["tasks_created"] == 1 and stats["cancelled"] == 1
+
+
+def test_recorded_cost_is_what_the_task_reports(runway, runway_sim, make_run, input_image):
+    # Runway's final cost may differ from the price list: the task's `cost` is what gets recorded.
+    runway_sim.configure(charge_credits=7)
+    result = runway.run(input_image, spec_for(runway, duration=5), make_run().ctx())
+    assert result.meta["credits"] == 7 and result.meta["cost_usd"] == pytest.approx(0.07)
+    assert result.meta["cost_source"] == "runway"
+
+
+@pytest.mark.parametrize(("audio", "credits"), [(True, 4 * 40), (False, 4 * 20)])
+def test_veo_audio_is_sent_and_priced(runway, runway_sim, make_run, input_image, audio, credits):
+    spec = spec_for(runway, model="veo3.1", duration=4, audio=audio)
+    result = runway.run(input_image, spec, make_run().ctx())
+    task = runway_sim.stats()["tasks"][result.meta["runway_task_id"]]
+    assert task["audio"] is audio and result.meta["audio"] is audio
+    assert result.meta["credits"] == credits == task["credits"]
+    [info] = [m for m in runway.models() if m.name == "veo3.1"]
+    per_second = (
+        info.constraints["credits_per_second"]
+        if audio
+        else info.constraints["credits_per_second_without_audio"]
+    )
+    assert per_second * 4 == credits
+
+
+def test_audio_is_offered_only_where_runway_takes_it(runway):
+    assert "audio" in {p.name for p in runway.params("veo3.1_fast")}
+    assert "audio" not in {p.name for p in runway.params("gen4_turbo")}
+    with pytest.raises(ParamError) as err:
+        runway.validate("gen4.5", "p", None, {"audio": False})
+    assert err.value.field == "params.audio"
+
+
+def test_gen45_needs_a_prompt_and_gets_it(runway, runway_sim, make_run, input_image):
+    for empty in (None, "", "   "):
+        with pytest.raises(ParamError) as err:
+            runway.validate("gen4.5", empty, None, {})
+        assert err.value.field == "prompt"
+    result = runway.run(
+        input_image, spec_for(runway, model="gen4.5", prompt="waves roll in"), make_run().ctx()
+    )
+    assert runway_sim.stats()["tasks"][result.meta["runway_task_id"]]["promptText"] == "waves roll in"
+
+
+def test_prompt_length_is_counted_in_utf16_code_units(runway):
+    # Runway counts UTF-16 code units: an emoji outside the BMP counts 2.
+    assert runway.validate("gen4_turbo", "a" * 998 + "\U0001f600", None, {}).prompt
+    with pytest.raises(ParamError) as err:
+        runway.validate("gen4_turbo", "a" * 999 + "\U0001f600", None, {})
+    assert err.value.field == "prompt" and "1001" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "fetchable"),
+    [
+        ("https://bucket.s3.eu-west-1.amazonaws.com/inputs/a.png?X-Amz-Signature=abc", True),
+        ("http://bucket.s3.amazonaws.com/inputs/a.png", False),
+        ("https://127.0.0.1:9000/inputs/a.png", False),
+        ("https://[::1]/inputs/a.png", False),
+        ("https://minio:9000/inputs/a.png", False),
+        ("https://storage.example.com/" + "a" * 2048, False),
+        (None, False),
+    ],
+)
+def test_image_urls_runway_would_fetch(url, fetchable):
+    assert fetchable_by_runway(url) is fetchable
+
+
+def test_an_input_url_runway_cannot_fetch_is_sent_inline(runway, runway_sim, make_run, input_image):
+    # An HTTPS URL on an IP address is refused by Runway (400): the image goes as a data URI instead.
+    run = make_run(input_url="https://127.0.0.1:9/inputs/a.png?sig=x")
+    result = runway.run(input_image, spec_for(runway), run.ctx())
+    assert result.outputs[0].path.stat().st_size > 0
+    assert runway_sim.stats()["tasks_created"] == 1
+
+
+def test_simulator_refuses_plain_http_and_ip_image_urls(runway_sim):
+    url = runway_sim.base_url + "/v1/image_to_video"
+    headers = {"Authorization": "Bearer k", "X-Runway-Version": API_VERSION}
+    body = {"model": "gen4_turbo", "ratio": "1280:720", "duration": 5}
+    for image in ("http://example.com/a.png", "https://192.0.2.7/a.png"):
+        answer = requests.post(url, json={**body, "promptImage": image}, headers=headers)
+        assert answer.status_code == 400 and answer.json()["issues"][0]["path"] == ["promptImage"]
+    assert runway_sim.stats()["tasks_created"] == 0

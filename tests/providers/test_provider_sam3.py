@@ -70,7 +70,7 @@ def test_vision_features_are_computed_once_per_image(sam3_provider, make_run, in
     assert len(calls) == 1
 
 
-def test_batched_concepts_match_a_single_concept_run(sam3_provider, make_run, input_image):
+def test_concepts_of_one_job_match_a_single_concept_run(sam3_provider, make_run, input_image):
     import numpy as np
 
     both = sam3_provider.run(
@@ -89,6 +89,74 @@ def test_batched_concepts_match_a_single_concept_run(sam3_provider, make_run, in
     scores_both = [i["score"] for i in report_both["instances"] if i["concept"] == "green box"]
     scores_alone = [i["score"] for i in report_alone["instances"]]
     assert scores_both == pytest.approx(scores_alone, abs=1e-4)
+
+
+def test_each_concept_is_decoded_alone_and_written_before_the_next(
+    sam3_provider, make_run, input_image, monkeypatch
+):
+    import numpy as np
+
+    model = sam3_provider._model
+    original = model.forward
+    run = make_run()
+    seen: list[tuple[int, int, list[str]]] = []
+
+    def spying(*args, **kwargs):
+        out = original(*args, **kwargs)
+        # Concepts in this decoder call, concepts in its masks, files on disk when it was made.
+        files = sorted(p.name for p in run.workdir.iterdir())
+        seen.append((int(kwargs["input_ids"].shape[0]), int(out.pred_masks.shape[0]), files))
+        return out
+
+    monkeypatch.setattr(model, "forward", spying)
+    # The same concept twice: the second one's file takes its index, as a job's outputs always did.
+    concepts = ["red square", "green box", "red square"]
+    spec = sam3_provider.validate(None, None, concepts, {"score_threshold": 0.0})
+    result = sam3_provider.run(input_image, spec, run.ctx())
+
+    # One concept's masks in memory at a time; the earlier concepts' masks are already on disk.
+    assert seen == [
+        (1, 1, []),
+        (1, 1, ["mask_red_square.png"]),
+        (1, 1, ["mask_green_box.png", "mask_red_square.png"]),
+    ]
+    by_role, report, masks = read_outputs(result)
+    assert [o.role for o in result.outputs] == [
+        "mask_red_square",
+        "mask_green_box",
+        "mask_red_square_2",
+        "instances",
+        "preview",
+    ]
+    assert [c["file"] for c in report["concepts"]] == [
+        "mask_red_square.png",
+        "mask_green_box.png",
+        "mask_red_square_2.png",
+    ]
+    # The repeated concept gives the same masks both times.
+    assert np.array_equal(masks["mask_red_square"], masks["mask_red_square_2"])
+    assert sorted(p.name for p in run.workdir.iterdir()) == sorted(o.path.name for o in result.outputs)
+
+
+def test_a_cancel_between_concepts_leaves_no_outputs_behind(sam3_provider, make_run, input_image):
+    from providers.base import Cancelled
+
+    run = make_run()
+    on_disk: list[list[str]] = []
+
+    def after_first_concept(run) -> bool:
+        # Check 1 is at the start, 2 before the first concept, 3 before the second.
+        if run.cancel_checks < 3:
+            return False
+        on_disk.append(sorted(p.name for p in run.workdir.iterdir()))
+        return True
+
+    run.cancel_when = after_first_concept
+    spec = sam3_provider.validate(None, None, ["red square", "green box"], {"score_threshold": 0.0})
+    with pytest.raises(Cancelled):
+        sam3_provider.run(input_image, spec, run.ctx())
+    assert on_disk == [["mask_red_square.png"]]  # the first concept's mask was written when cancelled
+    assert list(run.workdir.iterdir()) == []
 
 
 def test_high_threshold_gives_empty_masks(sam3_provider, make_run, input_image):

@@ -13,7 +13,8 @@ from providers import ParamError, ProviderSettings, build_registry
 from providers.base import JobSpec
 from providers.runway import MODELS, RunwayProvider
 from providers.sam3 import Sam3Provider
-from providers.wan import RESOLUTIONS, WanProvider, detect_layout, fit_size
+from providers.wan import PRESET_SIZES as RESOLUTION_SIZES
+from providers.wan import RESOLUTIONS, WanProvider, detect_layout, grid_size
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,7 +59,7 @@ def test_runway_ratio_and_duration_per_model():
     assert field_of(lambda: rw.validate("veo3.1", "p", None, {"duration": 5})) == "params.duration"
     assert field_of(lambda: rw.validate("gen4_turbo", "p", None, {"duration": 7})) == "params.duration"
     ok = rw.validate("veo3.1", "p", None, {"ratio": "1080:1920", "duration": 6})
-    assert ok.params == {"ratio": "1080:1920", "duration": 6}
+    assert ok.params == {"ratio": "1080:1920", "duration": 6, "audio": True}
     bypass = JobSpec(model="gen4_turbo", prompt="p", prompts=[], params={"ratio": "1080:1920", "duration": 5})
     assert field_of(lambda: rw.check(bypass)) == "params.ratio"
     assert field_of(lambda: rw.validate("gen4_turbo", "x" * 1001, None, {})) == "prompt"
@@ -142,21 +143,28 @@ def test_layout_detection_from_model_index():
 @pytest.mark.parametrize("multiple", [16, 32])
 @pytest.mark.parametrize("size", [(80, 60), (1920, 1080), (1080, 1920), (1000, 1000), (333, 1777)])
 @pytest.mark.parametrize("preset", sorted(RESOLUTIONS))
-def test_fit_size_keeps_aspect_within_budget(size, preset, multiple):
+def test_grid_size_keeps_the_aspect_within_one_grid_step_near_the_budget(size, preset, multiple):
     w, h = size
     budget = RESOLUTIONS[preset]
-    cw, ch, iw, ih = fit_size(w, h, budget, multiple)
-    assert cw % multiple == 0 and ch % multiple == 0
-    assert cw * ch <= max(budget, multiple * multiple)
-    assert iw <= cw and ih <= ch
-    assert abs(iw / ih - w / h) <= (w / h) * 0.05 + 1 / min(iw, ih)
+    gw, gh = grid_size(w, h, budget, multiple)
+    assert gw % multiple == 0 and gh % multiple == 0
+    # The width the image's aspect ratio asks for at that height, to within one grid step.
+    assert abs(gw - gh * w / h) <= multiple
+    assert gw * gh <= budget + multiple * max(gw, gh)
 
 
 @pytest.mark.parametrize("size", [(4000, 2), (2, 4000), (1920, 1080)])
-def test_fit_size_keeps_each_side_within_max_side(size):
+def test_grid_size_keeps_each_side_within_max_side(size):
     w, h = size
-    cw, ch, iw, ih = fit_size(w, h, RESOLUTIONS["720p"], 16, max_side=1024)
-    assert cw <= 1024 and ch <= 1024 and cw % 16 == 0 and ch % 16 == 0
-    assert iw <= cw and ih <= ch and max(iw, ih) == 1024
-    # Without a limit only the budget bounds the canvas (a 4000x2 banner gets 57600 x 16).
-    assert max(fit_size(w, h, RESOLUTIONS["720p"], 16)[:2]) > 1024
+    gw, gh = grid_size(w, h, RESOLUTIONS["720p"], 16, max_side=1024)
+    assert gw <= 1024 and gh <= 1024 and gw % 16 == 0 and gh % 16 == 0
+    # Without a limit only the budget bounds the size (a 4000x2 banner gets 32000 x 16).
+    assert max(grid_size(w, h, RESOLUTIONS["720p"], 16)) > 1024 or size == (1920, 1080)
+
+
+@pytest.mark.parametrize("preset", ["480p", "720p"])
+def test_a_photo_of_the_presets_own_shape_gets_exactly_that_size(preset):
+    # sqrt(399360 x 480/832) is 479.99...: truncated, it cost a whole grid step (768x448).
+    w, h = RESOLUTION_SIZES[preset]
+    assert grid_size(w, h, RESOLUTIONS[preset], 16) == (w, h)
+    assert grid_size(h, w, RESOLUTIONS[preset], 16) == (h, w)

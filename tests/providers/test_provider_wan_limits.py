@@ -13,7 +13,7 @@ import shutil
 import pytest
 
 from providers.base import FatalError, JobSpec, ParamError
-from providers.wan import RESOLUTIONS, WanLimits, WanProvider, fit_size
+from providers.wan import RESOLUTIONS, WanLimits, WanProvider, grid_size
 from tests.providers.test_provider_wan import count_frames
 
 pytestmark = pytest.mark.models
@@ -43,7 +43,7 @@ def test_every_preset_runs_at_the_fewest_frames(preset, wan_provider, make_run, 
         None, "size check", None, {"resolution": preset, "num_frames": FEWEST, "steps": 1}
     )
     result = wan_provider.run(input_image, spec, make_run().ctx())
-    width, height, _, _ = fit_size(80, 60, RESOLUTIONS[preset], 16)
+    width, height = grid_size(80, 60, RESOLUTIONS[preset], 16)
     assert (result.meta["width"], result.meta["height"]) == (width, height)
     assert count_frames(result.outputs[0].path) == (FEWEST, (width, height))
 
@@ -71,7 +71,7 @@ def test_every_preset_at_the_most_frames_fits_the_demo_transformer(preset, demo_
     vae = AutoencoderKLWan.load_config(source, subfolder="vae")
     scale_t, scale_s = vae["scale_factor_temporal"], vae["scale_factor_spatial"]
     for image_w, image_h in ((80, 60), (60, 80)):
-        width, height, _, _ = fit_size(image_w, image_h, RESOLUTIONS[preset], 16)
+        width, height = grid_size(image_w, image_h, RESOLUTIONS[preset], 16)
         grid = (1, 16, (MOST - 1) // scale_t + 1, height // scale_s, width // scale_s)
         cos, _ = transformer.rope(torch.zeros(()).expand(grid))
         assert cos.shape[1] == grid[2] * (grid[3] // 2) * (grid[4] // 2)
@@ -79,8 +79,8 @@ def test_every_preset_at_the_most_frames_fits_the_demo_transformer(preset, demo_
     assert limits.max_frames == MOST and preset in limits.presets()
 
 
-def test_an_extreme_aspect_ratio_is_padded_within_the_rotary_table(wan_provider, make_run, tmp_path):
-    """A 4000x2 banner at 720p would want a 57600-pixel-wide canvas (3600 patches; the table has 1024)."""
+def test_an_extreme_aspect_ratio_is_cropped_within_the_rotary_table(wan_provider, make_run, tmp_path):
+    """A 4000x2 banner at 720p would want a 32000-pixel-wide video (2000 patches; the table has 1024)."""
     from PIL import Image
 
     banner = tmp_path / "banner.png"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -39,7 +40,7 @@ def test_every_route_refuses_anonymous_visitors(system: System) -> None:
         if rule.startswith(PUBLIC):
             continue
         path = rule.replace("<job_id>", "x").replace("<item_id>", "x").replace("<path:key>", "inputs/x.png")
-        path = path.replace("<int:delivery_id>", "1").replace("<", "").replace(">", "")
+        path = re.sub(r"<int:\w+>", "1", path).replace("<", "").replace(">", "")
         r = requests.request(method, system.base_url + path, allow_redirects=False, timeout=30)
         if path.startswith("/api/"):
             assert r.status_code == 401, (method, rule, r.status_code)

@@ -40,7 +40,7 @@ def ui(systems: SystemFactory) -> System:
     retry (attempt 2) is what makes it succeed.
     """
     env = {"MAX_ATTEMPTS": "1", "FLOWER_URL": "http://127.0.0.1:5555/"}
-    system = systems.start("ui", workers=("control", "wan_local"), env=env)
+    system = systems.start("ui", workers=("control", "wan_local"), env=env, shared=True)
     system.stack.flask("create-user", EMAIL, "--password", PASSWORD)
     return system
 

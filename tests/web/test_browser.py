@@ -104,6 +104,12 @@ def test_upload_run_watch_progress_and_download(page: Any, ui: System) -> None:
     assert "$0.75" in page.locator("#estimate").inner_text()
     open_params(page, "runway:gen4_turbo").locator('[data-param="duration"]').select_option("10")
     assert "$1.50" in page.locator("#estimate").inner_text()
+    # Veo without its audio track is billed at its lower rate: 3 x 8 s x 15, then 10 credits.
+    choose_engine(page, "runway:veo3.1_fast")
+    assert "$3.60" in page.locator("#estimate").inner_text()
+    open_params(page, "runway:veo3.1_fast").locator('[data-param="audio"]').uncheck()
+    assert "$2.40" in page.locator("#estimate").inner_text()
+    choose_engine(page, "runway:gen4_turbo")
     assert page.locator('[data-prompt-field="prompt"]').is_visible()
     choose_engine(page, "sam3:sam3")
     assert page.locator('[data-prompt-field="prompts"]').is_visible()
@@ -243,6 +249,60 @@ def test_cancel_a_running_job(page: Any, ui: System) -> None:
     assert quick["status"] == "succeeded"
 
 
+def test_pause_resume_and_reprioritise_from_the_job_page(page: Any, ui: System) -> None:
+    keys = ui.api.upload(photos(3, seed=4))
+    job = ui.api.submit([keys[i % 3] for i in range(8)], params={"delay_s": 0.5})
+    page.goto(f"/jobs/{job['id']}")
+    page.wait_for_selector("#items .badge.s-running, #items .badge.s-succeeded", timeout=20_000)
+    page.click("#job-actions button:has-text('Pause')")
+    page.wait_for_url(f"**/jobs/{job['id']}")
+    assert "Job paused" in page.locator(".flash-success").inner_text()
+    assert page.locator("#job-status .badge").inner_text() == "paused"
+    assert page.locator("#job-actions button:has-text('Resume')").is_visible()
+    assert not page.locator("#job-actions button:has-text('Pause')").is_visible()
+    # Nothing new starts while paused: once the running item finished, the counts stay.
+    deadline = time.monotonic() + 20
+    while ui.api.job(job["id"])["counts"]["running"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    paused = ui.api.job(job["id"])["counts"]
+    time.sleep(1.5)
+    assert ui.api.job(job["id"])["counts"] == paused and paused["pending"] > 0
+
+    page.select_option("#job-priority", "high")
+    page.fill("#job-max-concurrency", "2")
+    page.click("#job-schedule button[type=submit]")
+    page.wait_for_url(f"**/jobs/{job['id']}")
+    flash = page.locator(".flash-success").inner_text()
+    assert "priority normal -> high" in flash and "max_concurrency unlimited -> 2" in flash, flash
+    assert page.locator("#job-priority").input_value() == "high"
+
+    page.click("#job-actions button:has-text('Resume')")
+    page.wait_for_url(f"**/jobs/{job['id']}")
+    page.wait_for_selector("#job-status .badge.s-succeeded", timeout=60_000)
+    done = ui.api.job(job["id"])
+    assert done["priority"] == "high" and done["max_concurrency"] == 2
+    log = page.context.new_page()
+    log.goto(f"/jobs/{job['id']}/events")
+    for words in ("Paused", "Scheduling changed", "Resumed"):
+        assert log.locator('td[data-label="What"]', has_text=words).count() >= 1, words
+
+
+def test_pause_a_queue_from_the_dashboard(page: Any, ui: System) -> None:
+    page.goto("/")
+    row = page.locator('[data-queue="sam3"]')
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.locator("button:has-text('Pause')").click()
+    page.wait_for_url("**/")
+    assert "Queue sam3 paused" in page.locator(".flash-success").inner_text()
+    assert row.locator(".badge.s-paused").is_visible()
+    assert ui.api.get("/api/v1/queues").json()["queues"]["sam3"]["paused"] is True
+    screenshots(page, "dashboard-queue-paused", full_page=False)
+    row.locator("button:has-text('Resume')").click()
+    page.wait_for_url("**/")
+    assert row.locator(".badge.s-paused").count() == 0
+    assert ui.api.get("/api/v1/queues").json()["queues"]["sam3"]["paused"] is False
+
+
 def test_submission_errors_show_next_to_the_field(page: Any, ui: System) -> None:
     keys = ui.api.upload(photos(1, seed=4))
     page.goto("/jobs/new")
@@ -363,3 +423,35 @@ def test_error_and_empty_pages(page: Any, ui: System) -> None:
     assert page.locator("#no-selection").is_visible()
     assert page.locator("#run").is_disabled()
     screenshots(page, "new-job-empty")
+
+
+def test_account_tokens_users_page_and_a_members_view(page: Any, chromium: Any, ui: System) -> None:
+    page.goto("/account")
+    assert page.locator("#user-role").text_content() == "admin"
+    page.fill("#token-form input[name=name]", "grafana")
+    page.select_option("#token-form select[name=scope]", "read")
+    page.click("#token-form button[type=submit]")
+    assert page.locator("#new-token").inner_text().startswith("bg_")
+    assert "grafana" in page.locator("#token-list").inner_text()
+    screenshots(page, "account")
+
+    ui.stack.flask("create-user", "member@example.com", "--password", "member-password-1", "--role", "member")
+    page.goto("/users")
+    assert "member@example.com" in page.locator("#user-list").inner_text()
+    screenshots(page, "users")
+
+    # A member sees the admin's job but gets no buttons that change it.
+    job = ui.api.submit(ui.api.upload(photos(1, seed=91)), params={"queue": "sam3"})
+    context = chromium.new_context(base_url=ui.base_url, viewport=DESKTOP)
+    member = context.new_page()
+    member.goto("/login")
+    sign_in(member, "member@example.com", "member-password-1")
+    member.wait_for_url(f"{ui.base_url}/")
+    assert member.locator("#user-role").text_content() == "member"
+    assert member.locator(".nav a:has-text('Users')").count() == 0
+    member.goto(f"/jobs/{job['id']}")
+    assert member.locator("#read-only-note").is_visible()
+    assert member.locator("#job-actions form").count() == 0 and member.locator("#job-schedule").count() == 0
+    screenshots(member, "job-view-only")
+    context.close()
+    ui.api.post(f"/api/v1/jobs/{job['id']}/cancel")

@@ -339,7 +339,11 @@
       if (c.credits_per_second && c.usd_per_credit) {
         const field = $(`[data-engine-params="${CSS.escape(value)}"] [data-param="duration"]`, form);
         const seconds = field ? Number(field.value) : NaN;
-        if (seconds > 0) return seconds * c.credits_per_second * c.usd_per_credit;
+        const audio = $(`[data-engine-params="${CSS.escape(value)}"] [data-param="audio"]`, form);
+        // Veo without its audio track is billed at a lower rate.
+        const perSecond = audio && !audio.checked && c.credits_per_second_without_audio
+          ? c.credits_per_second_without_audio : c.credits_per_second;
+        if (seconds > 0) return seconds * perSecond * c.usd_per_credit;
       }
       return engine.cost_per_item_usd;
     };
@@ -408,8 +412,9 @@
     return `<div class="bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${Math.round(pct)}" aria-label="${label}"><span style="width: ${pct}%"></span></div>`;
   }
 
-  function rowHtml(item, back) {
-    const retry = ["failed", "cancelled"].includes(item.status)
+  function rowHtml(item, back, canChange) {
+    // Only the job's owner or an admin gets the retry button (the server checks it again).
+    const retry = canChange && ["failed", "cancelled"].includes(item.status)
       ? `<form method="post" action="/items/${esc(item.id)}/retry"><input type="hidden" name="csrf_token" value="${esc(csrfToken())}"><input type="hidden" name="back" value="${esc(back)}"><button type="submit" class="small">Retry</button></form>`
       : "";
     return (
@@ -433,6 +438,7 @@
     const itemStatus = summary.dataset.itemStatus;
     const note = $("#live-note");
     const back = $('#job-actions input[name="back"]')?.value || location.pathname;
+    const canChange = summary.dataset.canChange === "1";
     if (summary.dataset.clearSelection) Selection.clear();
 
     let failures = 0;
@@ -456,6 +462,8 @@
         const when = el.dataset.showWhen;
         el.hidden = !(
           (when === "unfinished" && !FINAL.includes(job.status)) ||
+          (when === "pausable" && !FINAL.includes(job.status) && job.status !== "paused") ||
+          (when === "paused" && job.status === "paused") ||
           (when === "failed" && job.counts.failed > 0) ||
           (when === "succeeded" && job.counts.succeeded > 0)
         );
@@ -469,7 +477,7 @@
         let row = document.getElementById(`item-${item.id}`);
         if (!row || row.dataset.sig !== signature(item)) {
           const holder = document.createElement("tbody");
-          holder.innerHTML = rowHtml(item, back);
+          holder.innerHTML = rowHtml(item, back, canChange);
           const fresh = holder.firstElementChild;
           if (row) row.replaceWith(fresh);
           else if (previous) previous.after(fresh);
@@ -521,7 +529,7 @@
         if (!row) continue;
         if (row.dataset.sig !== signature(item)) {
           const holder = document.createElement("tbody");
-          holder.innerHTML = rowHtml(item, back);
+          holder.innerHTML = rowHtml(item, back, canChange);
           row.replaceWith(holder.firstElementChild);
         } else if (item.status === "running") {
           const fill = $(".status-cell .bar > span", row);

@@ -11,8 +11,33 @@ from web.auth import redirect_to_login, session_user
 
 bp = Blueprint("admin", __name__)
 
-# Endpoints an anonymous visitor may reach; every other page and action needs a signed-in admin.
+# Endpoints an anonymous visitor may reach; every other page and action needs a signed-in user.
 PUBLIC_ENDPOINTS = frozenset({"admin.login"})
+# Pages and actions open to members too; a job action also checks that the job is theirs
+# (web.auth.may_change_job). Anything not listed, such as a page added later, is for admins only.
+MEMBER_ENDPOINTS = frozenset(
+    {
+        "admin.logout",
+        "admin.dashboard",
+        "admin.images",
+        "admin.thumbnail",
+        "admin.new_job",
+        "admin.jobs",
+        "admin.job_page",
+        "admin.job_events",
+        "admin.cancel_job",
+        "admin.pause_job",
+        "admin.resume_job",
+        "admin.schedule_job",
+        "admin.retry_job",
+        "admin.retry_item",
+        "admin.redeliver_webhook",
+        "admin.account",
+        "admin.rotate_webhook_secret",
+        "admin.create_api_token",
+        "admin.revoke_api_token",
+    }
+)
 
 
 @bp.before_request
@@ -22,8 +47,8 @@ def _require_login() -> Any:
     user = session_user()
     if user is None:
         return redirect_to_login()
-    if not user.is_admin:
-        abort(403, "this account is not an administrator; ask an admin to grant access")
+    if not user.is_admin and request.endpoint not in MEMBER_ENDPOINTS:
+        abort(403, "this page is for admins; ask an admin if you need it")
     return None
 
 
@@ -109,4 +134,4 @@ def percent(value: float | None) -> str:
     return f"{(value or 0) * 100:.0f}%"
 
 
-from web.views import account, dashboard, images, jobs  # noqa: E402,F401 - routes register on bp
+from web.views import account, dashboard, images, jobs, users, workers  # noqa: E402,F401 - routes register on bp

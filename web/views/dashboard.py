@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import render_template
+from flask import Response, abort, flash, redirect, render_template, url_for
 from sqlalchemy import func, select
 
 from app.config import QUEUES, settings
@@ -14,18 +14,23 @@ from app.db import db
 from app.models import ITEM_STATUSES, Item, Job
 from app.providers import registry
 from app.serializers import job_progress
+from app.services import scheduler
 from app.services.policy import in_flight_runway_cost
 from app.services.queues import lanes_by_worker, online_workers, queue_depths, workers_by_queue
+from web.auth import admin_required, session_user
 from web.views import bp
 
 
 @dataclass
 class QueueRow:
     name: str
+    # In the broker's window (None: broker unreachable), and waiting in Postgres for a place in it.
     waiting: int | None
     running: int
     workers: list[str]
     devices: dict[str, list[str]] = field(default_factory=dict)
+    pending: int = 0
+    paused: bool = False
 
     @property
     def workers_text(self) -> str:
@@ -51,6 +56,8 @@ def queue_rows() -> tuple[list[QueueRow], bool]:
             select(Item.queue, func.count()).where(Item.status == "running").group_by(Item.queue)
         ).all()
     )
+    pending = scheduler.pending_by_queue()
+    paused = scheduler.paused_queues()
     depths = queue_depths()
     reachable = depths[QUEUES[0]] is not None
     # The worker broadcast waits out its timeouts when the broker is down: skip it then.
@@ -68,6 +75,8 @@ def queue_rows() -> tuple[list[QueueRow], bool]:
                 running=int(running.get(q, 0)),
                 workers=names,
                 devices={w: devices.get(w, []) for w in names},
+                pending=int(pending.get(q, 0)),
+                paused=q in paused,
             )
         )
     return rows, reachable
@@ -125,3 +134,29 @@ def dashboard() -> str:
         "flower_url": settings().flower_url,
     }
     return render_template("dashboard.html", **context)
+
+
+@bp.post("/queues/<name>/pause")
+@admin_required
+def pause_queue(name: str) -> Response:
+    return _set_queue_paused(name, True)
+
+
+@bp.post("/queues/<name>/resume")
+@admin_required
+def resume_queue(name: str) -> Response:
+    return _set_queue_paused(name, False)
+
+
+def _set_queue_paused(name: str, paused: bool) -> Response:
+    if name not in scheduler.ITEM_QUEUES:
+        abort(404, f"there is no queue {name}")
+    user = session_user()
+    scheduler.set_queue_paused(name, paused, user.id if user else None)
+    if paused:
+        flash(
+            f"Queue {name} paused: its workers stay up and finish what runs; nothing new starts.", "success"
+        )
+    else:
+        flash(f"Queue {name} resumed.", "success")
+    return redirect(url_for("admin.dashboard"))

@@ -17,12 +17,12 @@ from app.models import ITEM_STATUSES, PRIORITIES, Event, Item, Job, WebhookDeliv
 from app.providers import registry
 from app.serializers import job_json, job_progress
 from app.services import jobs as job_service
-from app.services import webhook_delivery
+from app.services import scheduler, webhook_delivery
 from providers import ParamError
-from web.auth import session_user
+from web.auth import may_change_job, session_user
 from web.views import bp
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_STATUSES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")
 JOBS_PAGE_SIZE = 25
 ITEMS_PAGE_SIZE = 100
 EVENTS_PAGE_SIZE = 200
@@ -115,6 +115,7 @@ def _submit(form: Any, options: dict[str, Engine]) -> Job:
         params=params,
         priority=form.get("priority") or "normal",
         idempotency_key=(form.get("idempotency_key") or None),
+        max_concurrency=_max_concurrency(form.get("max_concurrency")),
     )
     user = session_user()
     job, _ = job_service.create_job(sub, user.id if user else None)
@@ -131,7 +132,8 @@ def new_job() -> Response | str | tuple[str, int]:
             job = _submit(form, options)
         except ParamError as exc:
             db.session.rollback()
-            field = exc.field if exc.field in ("engine", "inputs", "prompt", "prompts", "priority") else None
+            known = ("engine", "inputs", "prompt", "prompts", "priority", "max_concurrency")
+            field = exc.field if exc.field in known else None
             if exc.field in ("provider", "model"):
                 field = "engine"
             elif exc.field.startswith("params."):
@@ -142,7 +144,7 @@ def new_job() -> Response | str | tuple[str, int]:
             images = f"{job.total} image{'s' if job.total != 1 else ''}"
             if job.waiting_reason:
                 flash(f"Job saved ({images}), but items wait: {job.waiting_reason}.", "warning")
-            elif job.n_pending == job.total and job.total <= job_service.INLINE_PUBLISH_MAX:
+            elif getattr(job, "broker_unreachable", False):
                 flash(
                     "The job is saved, but the broker is unreachable right now: its items will be "
                     "queued as soon as it is back.",
@@ -244,6 +246,14 @@ def _job_or_404(job_id: str) -> Job:
     return job
 
 
+def _job_to_change(job: Job) -> Job:
+    """The job, if the signed-in user may change it (their own, or any for an admin); else a 403 page."""
+    if not may_change_job(session_user(), job):
+        owner = job.creator.email if job.creator else "nobody"
+        abort(403, f"this job belongs to {owner}; only they or an admin can change it")
+    return job
+
+
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str) -> str:
     job = _job_or_404(job_id)
@@ -286,6 +296,8 @@ def job_page(job_id: str) -> str:
         shown_total=total,
         item_status=item_status,
         item_statuses=ITEM_STATUSES,
+        priorities=list(PRIORITIES),
+        can_change=may_change_job(session_user(), job),
         clear_selection=request.args.get("created") == "1",
         back=url_for(
             "admin.job_page", job_id=job.id, page=page if page > 1 else None, item_status=item_status or None
@@ -295,7 +307,7 @@ def job_page(job_id: str) -> str:
 
 @bp.post("/jobs/<job_id>/webhooks/<int:delivery_id>/redeliver")
 def redeliver_webhook(job_id: str, delivery_id: int) -> Response:
-    job = _job_or_404(job_id)
+    job = _job_to_change(_job_or_404(job_id))
     delivery = db.session.get(WebhookDelivery, delivery_id)
     if delivery is None or delivery.job_id != job.id:
         abort(404, f"job {job_id} has no webhook delivery {delivery_id}")
@@ -314,7 +326,7 @@ def _back_to_job(job: Job) -> Response:
 
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Response:
-    job = _job_or_404(job_id)
+    job = _job_to_change(_job_or_404(job_id))
     count = job_service.cancel_job(job)
     flash(
         f"Cancelled {count} unfinished item{'s' if count != 1 else ''}."
@@ -325,9 +337,55 @@ def cancel_job(job_id: str) -> Response:
     return _back_to_job(job)
 
 
+@bp.post("/jobs/<job_id>/pause")
+def pause_job(job_id: str) -> Response:
+    job = _job_to_change(_job_or_404(job_id))
+    if scheduler.pause_job(job):
+        flash("Job paused: running items finish, no new item starts until you resume it.", "success")
+    else:
+        flash(f"The job is {job.status}; nothing to pause.", "info")
+    return _back_to_job(job)
+
+
+@bp.post("/jobs/<job_id>/resume")
+def resume_job(job_id: str) -> Response:
+    job = _job_to_change(_job_or_404(job_id))
+    if scheduler.resume_job(job):
+        flash("Job resumed.", "success")
+    else:
+        flash("The job was not paused.", "info")
+    return _back_to_job(job)
+
+
+@bp.post("/jobs/<job_id>/schedule")
+def schedule_job(job_id: str) -> Response:
+    job = _job_to_change(_job_or_404(job_id))
+    try:
+        changes = {
+            "priority": job_service.check_priority(request.form.get("priority") or job.priority),
+            "max_concurrency": _max_concurrency(request.form.get("max_concurrency")),
+        }
+    except ParamError as exc:
+        flash(f"Not saved: {exc.message}.", "error")
+        return _back_to_job(job)
+    said = scheduler.update_job(job, changes)
+    flash(f"Saved: {'; '.join(said)}." if said else "Nothing changed.", "success" if said else "info")
+    return _back_to_job(job)
+
+
+def _max_concurrency(raw: str | None) -> int | None:
+    """The form's "max at once": empty is no cap."""
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise ParamError("max_concurrency", "max at once must be a whole number from 1, or empty for no cap")
+    return job_service.check_max_concurrency(int(raw))
+
+
 @bp.post("/jobs/<job_id>/retry")
 def retry_job(job_id: str) -> Response:
-    job = _job_or_404(job_id)
+    job = _job_to_change(_job_or_404(job_id))
     count = job_service.retry_failed(job)
     flash(
         f"Retrying {count} failed item{'s' if count != 1 else ''}." if count else "No failed items to retry.",
@@ -341,7 +399,7 @@ def retry_item(item_id: str) -> Response:
     item = db.session.get(Item, item_id)
     if item is None:
         abort(404, f"there is no item {item_id}")
-    job = item.job
+    job = _job_to_change(item.job)
     index, next_attempt = item.idx, item.attempt + 1
     if item.status not in ("failed", "cancelled"):
         flash(f"Item #{index} is {item.status}; only failed or cancelled items can be retried.", "warning")
@@ -359,6 +417,11 @@ EVENT_WORDS = {
     "job.status": "Job is now {to}",
     "job.cancel": "Cancel requested",
     "job.republished": "Published again",
+    "job.paused": "Paused",
+    "job.resumed": "Resumed",
+    "job.updated": "Scheduling changed",
+    "job.window": "Taken back out of the broker",
+    "job.waiting": "Waiting",
     "item.running": "Started",
     "item.succeeded": "Succeeded",
     "item.failed": "Failed",
