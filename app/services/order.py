@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # Lower runs first.
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
@@ -64,6 +64,22 @@ class Limits:
     # When each user ("u:ID") and job ("j:ID") last had an item picked on this queue: breaks ties
     # in favour of whoever waited longest (without it the older job would win every tie).
     served: dict[str, float] = field(default_factory=dict)
+
+    def with_in_flight(self, started: Iterable[Candidate]) -> Limits:
+        """These limits with `started` counted in flight (they are no longer candidates)."""
+        limits = replace(
+            self,
+            user_in_flight=Counter(self.user_in_flight),
+            user_in_flight_here=Counter(self.user_in_flight_here),
+            job_in_flight=Counter(self.job_in_flight),
+        )
+        for c in started:
+            limits.user_in_flight[c.user] += 1
+            limits.user_in_flight_here[c.user] += 1
+            limits.job_in_flight[c.job_id] += 1
+            if limits.budget is not None:
+                limits.budget -= c.cost
+        return limits
 
 
 def served_keys(c: Candidate) -> tuple[str, str]:

@@ -339,7 +339,16 @@ def fill(queue: str, size: int | None = None) -> Filled:
         _back_to_pending(recalled, attempts, {c.item_id: c.job_id for c in out}, queue_paused, jobs)
         result.recalled = len(recalled)
 
-    room = slots - (len(window) - len(recalled))
+    stayed = [c for c in window_cands.values() if c.item_id not in recalled]
+    if len(recalled) < len(out):
+        # Some of what was to come back out started first (a worker took its lease): it runs now,
+        # and the picks made in its place could take a user or job past its limit. Choose the new
+        # work again, with everything still in the window counted in flight.
+        log.info("%s: %d items started before they could be taken back", queue, len(out) - len(recalled))
+        new = order.choose(
+            [c for c in cands if not c.in_window], slots - len(stayed), limits.with_in_flight(stayed)
+        )
+    room = slots - len(stayed)
     to_publish = new[: max(0, room)]
     if limits.budget is not None:
         result.waiting_jobs = _budget_waits(cands, picks, limits.budget, jobs)

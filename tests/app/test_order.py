@@ -107,3 +107,23 @@ def test_ties_go_to_whoever_waited_longest() -> None:
     assert ids(choose(cands, 2, limits)) == ["new-0", "old-0"]
     mine = items("a", 5, user=1, order=1) + items("b", 5, user=1, order=2)
     assert ids(choose(mine, 1, Limits(served={"j:a": 5.0, "j:b": 1.0})))[0] == "b-0"
+
+
+def test_work_that_started_before_it_could_be_taken_back_counts_against_the_limits() -> None:
+    # One item of "capped" runs; two more wait in the window; "other" just arrived. The user may
+    # have 3 in flight on this queue: the picks take one window item back to make room for "other".
+    window = items("capped", 3, in_window=True)[1:]
+    fresh = items("other", 3, order=1)
+    limits = Limits(
+        user_max_here=3, user_in_flight_here=Counter({1: 1}), job_in_flight=Counter({"capped": 1})
+    )
+    picks = choose(window + fresh, 5, limits)
+    assert ids(picks) == ["other-0", "capped-1"]
+    # But a worker started capped-2 before it could be taken back: both window items stay in
+    # flight, and nothing new fits any more.
+    stayed = window
+    assert choose(fresh, 5 - len(stayed), limits.with_in_flight(stayed)) == []
+    # Had only capped-2 stayed (capped-1 taken back), the other job would get the place left.
+    assert ids(choose(fresh, 4, limits.with_in_flight(window[1:]))) == ["other-0"]
+    # The counting is on a copy: the fill's own limits are unchanged.
+    assert limits.user_in_flight_here[1] == 1 and limits.job_in_flight["capped"] == 1

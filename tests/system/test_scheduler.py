@@ -207,7 +207,7 @@ def test_a_recovered_item_runs_before_fresh_work(systems: SystemFactory) -> None
     # Once the lost attempt was given up on, at most the item then running and one the worker
     # had already started fetching went before it -- not the 30-odd fresh items still waiting.
     ahead = [
-        i["idx"]
+        i["index"]
         for i in now["items"]
         if i["id"] != victim["id"] and i["started_at"] and requeued <= started(i) < started(again)
     ]
