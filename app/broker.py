@@ -40,9 +40,10 @@ def item_payload(item: Any, job: Any) -> dict[str, Any]:
         "provider": item.provider,
         "model": job.model,
         "input_key": item.input_key,
-        "prompt": job.prompt,
-        "prompts": list(job.prompts or []),
-        "params": dict(job.params or {}),
+        # An item's own prompt, concepts and parameters (per-image work) win over the job's.
+        "prompt": item.prompt if item.prompt is not None else job.prompt,
+        "prompts": list(item.prompts if item.prompts is not None else job.prompts or []),
+        "params": {**(job.params or {}), **(item.params or {})},
         "deadline_s": settings().item_deadline_s,
         # Lets the worker speak for this item and attempt only (reports, storage grants).
         "proof": item_proof(item.job_id, item.id, item.attempt, item.input_key),

@@ -228,6 +228,11 @@ class Item(db.Model):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     idx: Mapped[int] = mapped_column(Integer)
     input_key: Mapped[str] = mapped_column(String(512))
+    # What this item was given of its own (per-image work); None: the job's. `params` holds only
+    # the values that differ from the job's (merged over them when the item is sent).
+    prompt: Mapped[str | None] = mapped_column(Text)
+    prompts: Mapped[list[str] | None] = mapped_column(JSON)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     provider: Mapped[str] = mapped_column(String(50))
     queue: Mapped[str] = mapped_column(String(50))
     status: Mapped[str] = mapped_column(String(20), default=ItemStatus.pending.value)

@@ -104,6 +104,9 @@ ITEM_COLUMNS = (
     Item.job_id,
     Item.idx,
     Item.input_key,
+    Item.prompt,
+    Item.prompts,
+    Item.params,
     Item.status,
     Item.attempt,
     Item.max_attempts,
@@ -125,8 +128,11 @@ ITEM_COLUMNS = (
 )
 
 
-def item_json(item: Any, progress: dict[str, float] | None = None) -> dict[str, Any]:
-    """An item (an Item or a row of ITEM_COLUMNS) as the API shows it."""
+def item_json(item: Any, progress: dict[str, float] | None = None, job: Any = None) -> dict[str, Any]:
+    """An item (an Item or a row of ITEM_COLUMNS) as the API shows it: with the prompt, concepts
+    and parameters it runs with (its own, else its job's -- `job`, or an Item's own job)."""
+    if job is None and isinstance(item, Item):
+        job = item.job
     value = item.progress
     if item.status == "running" and progress and item.id in progress:
         value = progress[item.id]
@@ -137,6 +143,10 @@ def item_json(item: Any, progress: dict[str, float] | None = None) -> dict[str, 
         "job_id": item.job_id,
         "index": item.idx,
         "input_key": item.input_key,
+        "prompt": item.prompt if item.prompt is not None else getattr(job, "prompt", None),
+        "prompts": item.prompts if item.prompts is not None else list(getattr(job, "prompts", None) or []),
+        # Only what differs from the job's parameters (the job shows the rest).
+        "params": item.params or {},
         "status": item.status,
         "attempt": item.attempt,
         "max_attempts": item.max_attempts,
@@ -195,7 +205,7 @@ def job_json(
     }
     if items is not None:
         progress = live_progress({i.id: i.attempt for i in items if i.status == "running"})
-        data["items"] = [item_json(i, progress) for i in items]
+        data["items"] = [item_json(i, progress, job) for i in items]
         if running_progress is None:
             data["progress"] = job_progress(job, sum(progress.values()))
     return data

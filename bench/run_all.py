@@ -20,6 +20,7 @@ from bench import (
     bulk_submit,
     duty,
     fairness,
+    folder_submit,
     overhead,
     recovery,
     scale,
@@ -33,6 +34,7 @@ from bench.common import FIGURES, common_args, context, emit, note, table
 BENCHMARKS = {
     "throughput": throughput,
     "bulk_submit": bulk_submit,
+    "folder_submit": folder_submit,
     "api_latency": api_latency,
     "recovery": recovery,
     "fairness": fairness,

@@ -103,7 +103,12 @@ class EchoProvider(Provider):
         shutil.copyfile(input_path, out)
         return RunResult(
             outputs=[Output(out, _content_type(input_path), "echo")],
-            meta={"model_ms": round((time.monotonic() - started) * 1000, 3)},
+            # What it was given, as a model would record it (per-image prompts are checked by it).
+            meta={
+                "model_ms": round((time.monotonic() - started) * 1000, 3),
+                "prompt": spec.prompt,
+                "prompts": list(spec.prompts),
+            },
         )
 
 

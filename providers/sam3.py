@@ -509,6 +509,7 @@ class Sam3Provider(Provider):
                 "device": self.device,
                 "instances": len(item.instances),
                 "concepts": len(item.concepts),
+                "prompts": list(item.concepts),
                 "inference_ms": round(item.inference_ms, 1),
                 "batch_size": item.batch_size,
                 "loads": self.loads,

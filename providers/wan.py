@@ -646,6 +646,9 @@ class WanProvider(Provider):
                 "model": self.model_ref or "demo",
                 "layout": self.layout,
                 "device": self.device,
+                # What this item was run with (a prompt per photo: the record says which).
+                "prompt": spec.prompt or "",
+                "negative_prompt": p.get("negative_prompt") or "",
                 "seed": seed,
                 "width": frame.width,
                 "height": frame.height,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -13,13 +15,12 @@ from sqlalchemy import insert, select, update
 from sqlalchemy import text as sa_text
 from sqlalchemy.exc import IntegrityError
 
-from app import storage as storage_mod
 from app.broker import coordination
 from app.config import settings
 from app.db import db
 from app.models import PRIORITIES, Asset, Item, Job, User, new_id, utcnow
 from app.providers import registry
-from app.services import policy, scheduler, webhooks
+from app.services import intake, policy, scheduler, webhooks
 from app.services.items import add_event, move_item, move_job_items, settle_job
 from app.storage_factory import get_storage
 from providers import ParamError, get_provider
@@ -40,6 +41,9 @@ class Submission:
     webhook: Any = None
     webhook_events: Any = None
     max_concurrency: Any = None
+    # A folder to take every image from instead of `inputs`, and a file of prompts per image.
+    inputs_prefix: Any = None
+    prompts_file: Any = None
 
     def request_hash(self) -> str:
         """sha256 of the submission as canonical JSON, the idempotency key itself left out."""
@@ -86,31 +90,97 @@ def check_priority(value: Any) -> str:
     return value
 
 
-def _check_inputs(inputs: Any) -> list[str]:
-    if inputs is None:
-        raise ParamError("inputs", "inputs is required: a list of uploaded image keys")
-    if not isinstance(inputs, list) or not all(isinstance(k, str) for k in inputs):
-        raise ParamError("inputs", "inputs must be a list of storage keys (strings)")
-    if not inputs:
-        raise ParamError("inputs", "inputs is empty: give at least one image key")
-    limit = settings().max_items_per_job
-    if len(inputs) > limit:
-        raise ParamError("inputs", f"at most {limit} inputs per job, got {len(inputs)}")
-    for key in inputs:
-        try:
-            storage_mod.validate_key(key)
-        except ValueError as exc:
-            raise ParamError("inputs", f"invalid key {key!r}: {exc}") from None
+def _check_exist(keys: list[str]) -> None:
+    """Every key names an image the system knows (an upload) or an object in storage."""
     known = set()
-    unique = list(dict.fromkeys(inputs))
+    unique = list(dict.fromkeys(keys))
     for start in range(0, len(unique), 500):
         chunk = unique[start : start + 500]
         known.update(db.session.scalars(select(Asset.key).where(Asset.key.in_(chunk))))
     store = get_storage()
-    for key in unique:
+    for i, key in enumerate(keys):
         if key not in known and not store.exists(key):
-            raise ParamError("inputs", f"input {key!r} does not exist in storage")
-    return inputs
+            raise ParamError(f"inputs[{i}]", f"input {key!r} does not exist in storage")
+        known.add(key)
+
+
+def _filenames(keys: list[str]) -> dict[str, str]:
+    """Uploaded name per key (what a prompts file names an image by)."""
+    rows = db.session.execute(select(Asset.key, Asset.filename).where(Asset.key.in_(keys)))
+    return {k: f for k, f in rows if f}
+
+
+@dataclass
+class _ItemRows:
+    """Items to insert, as columns."""
+
+    ids: list[str]
+    keys: list[str]
+    queues: list[str]
+    prompts: list[str | None]
+    concepts: list[list[str] | None]
+    params: list[dict[str, Any] | None]
+
+
+class _Items:
+    """Turns entries into item rows: each entry with values of its own is validated against the
+    provider's schema as a whole job would be, and keeps only what differs from the job's."""
+
+    def __init__(self, provider: Any, spec: Any, sub: Submission) -> None:
+        self.provider, self.spec, self.sub = provider, spec, sub
+        self.raw_params = dict(sub.params or {})
+        self.count = 0
+
+    def rows(self, entries: list[intake.Entry]) -> _ItemRows:
+        out = _ItemRows([], [], [], [], [], [])
+        for entry in entries:
+            index = self.count
+            self.count += 1
+            spec, prompt, concepts, params = self.spec, None, None, None
+            if entry.own:
+                try:
+                    spec = self.provider.validate(
+                        self.spec.model,
+                        entry.prompt if entry.prompt is not None else self.sub.prompt,
+                        entry.prompts if entry.prompts is not None else self.sub.prompts,
+                        {**self.raw_params, **(entry.params or {})},
+                    )
+                except ParamError as exc:
+                    field = intake.field_of(entry, index, exc.field)
+                    raise ParamError(field, f"{field}: {exc.message}") from None
+                prompt = spec.prompt if entry.prompt is not None else None
+                concepts = spec.prompts if entry.prompts is not None else None
+                params = {k: v for k, v in spec.params.items() if self.spec.params.get(k) != v} or None
+            out.ids.append(new_id())
+            out.keys.append(entry.key)
+            out.queues.append(self.provider.queue_for(spec, index))
+            out.prompts.append(prompt)
+            out.concepts.append(concepts)
+            out.params.append(params)
+        return out
+
+
+def _job_spec(provider: Any, sub: Submission, entries: list[intake.Entry] | None) -> Any:
+    """The job's own spec. Where every item brings its own prompt (or concepts), the job needs none."""
+    try:
+        return provider.validate(sub.model, sub.prompt, sub.prompts, sub.params or {})
+    except ParamError as exc:
+        # The job's prompt is only a default when every item has its own.
+        field = exc.field
+        if not entries or field not in ("prompt", "prompts"):
+            raise
+        if not all((e.prompt if field == "prompt" else e.prompts) is not None for e in entries):
+            raise
+        first = entries[0]
+        spec = provider.validate(
+            sub.model,
+            first.prompt if first.prompt is not None else sub.prompt,
+            first.prompts if first.prompts is not None else sub.prompts,
+            sub.params or {},
+        )
+        if field == "prompt":
+            return dataclasses.replace(spec, prompt=None)
+        return dataclasses.replace(spec, prompts=[])
 
 
 def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
@@ -138,17 +208,32 @@ def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
     max_concurrency = check_max_concurrency(sub.max_concurrency)
     if sub.model is not None and not isinstance(sub.model, str):
         raise ParamError("model", "model must be a string")
-    spec = provider.validate(sub.model, sub.prompt, sub.prompts, sub.params or {})
+    limit = settings().max_items_per_job
+    prefix, entries = None, None
+    if sub.inputs_prefix is not None:
+        if sub.inputs is not None:
+            raise ParamError("inputs_prefix", "give inputs or inputs_prefix, not both")
+        prefix = intake.check_prefix(sub.inputs_prefix)
+    else:
+        entries = intake.parse_inputs(sub.inputs, limit)
+    prompts_file = intake.read_prompts_file(sub.prompts_file) if sub.prompts_file is not None else None
+    if entries is not None:
+        _check_exist([e.key for e in entries])
+        if prompts_file is not None:
+            names = _filenames([e.key for e in entries])
+            entries = [prompts_file.apply(e, names.get(e.key)) for e in entries]
+    spec = _job_spec(provider, sub, entries)
     webhook, webhook_events = webhooks.parse_subscription(sub.webhook, sub.webhook_events)
     if webhook and user_id is not None and (user := db.session.get(User, user_id)) is not None:
         # Made now, in the web request, so the sender never has to make one (two control processes
         # could each make a different one).
         webhooks.secret_of(user)
-    inputs = _check_inputs(sub.inputs)
     routed_from, fallback_reason = None, None
-    if provider.name == "wan_local" and (fallback_reason := policy.wan_fallback_reason()):
+    per_item = prefix is not None or prompts_file is not None or any(e.own for e in entries or [])
+    if provider.name == "wan_local" and not per_item and (fallback_reason := policy.wan_fallback_reason()):
         # The admin's WAN parameters do not apply to Runway: its model defaults do. A job Runway
-        # cannot take (e.g. a prompt over its limit) stays on WAN and waits there.
+        # cannot take (e.g. a prompt over its limit) stays on WAN and waits there. (Per-image work
+        # stays on WAN: each image's parameters were written for it.)
         runway = get_provider(registry(), "runway")
         try:
             spec, provider, routed_from = (
@@ -168,8 +253,8 @@ def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
         params=spec.params,
         priority=priority,
         status="queued",
-        total=len(inputs),
-        n_pending=len(inputs),
+        total=0,
+        n_pending=0,
         created_by=user_id,
         idempotency_key=sub.idempotency_key,
         request_hash=request_hash,
@@ -180,14 +265,34 @@ def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
     )
     db.session.add(job)
     now = utcnow()
-    item_ids = [new_id() for _ in inputs]
-    queues = [provider.queue_for(spec, i) for i in range(len(inputs))]
+    make = _Items(provider, spec, sub)
+    queues: set[str] = set()
     try:
         db.session.flush()
-        insert_items(job.id, provider.name, item_ids, inputs, queues, now)
-        add_event(
-            job.id, "job.created", detail=f"{len(inputs)} items, provider {provider.name}, model {spec.model}"
+        batches = [entries] if entries is not None else _prefix_batches(prefix or "", prompts_file, limit)
+        for batch in batches:
+            rows = make.rows(batch)
+            insert_items(job.id, provider.name, rows, now, first_idx=make.count - len(batch))
+            queues.update(rows.queues)
+        if make.count == 0:
+            raise ParamError("inputs_prefix", f"no images (PNG, JPEG or WEBP) under {prefix!r}")
+        db.session.execute(
+            update(Job).where(Job.id == job.id).values(total=make.count, n_pending=make.count),
+            execution_options={"synchronize_session": False},
         )
+        source = f" from {prefix}" if prefix else ""
+        add_event(
+            job.id,
+            "job.created",
+            detail=f"{make.count} items{source}, provider {provider.name}, model {spec.model}",
+        )
+        if prompts_file is not None:
+            unmatched = prompts_file.unmatched()
+            detail = f"prompts file {sub.prompts_file}: {len(prompts_file.used)} rows used"
+            if unmatched:
+                shown = ", ".join(unmatched[:5]) + (" ..." if len(unmatched) > 5 else "")
+                detail += f", {len(unmatched)} matched no image ({shown})"
+            add_event(job.id, "job.prompts_file", detail=detail)
         if routed_from:
             detail = f"sent to Runway {spec.model} instead of {routed_from}: {fallback_reason}"
             add_event(job.id, "job.fallback", detail=detail)
@@ -201,30 +306,55 @@ def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
         if existing is None:
             raise
         return _same_request(existing, request_hash), False
+    except ParamError:
+        db.session.rollback()
+        raise
+    db.session.refresh(job)
 
     # The first items enter their queue's window now; the rest follow as workers free up.
-    filled = scheduler.fill_all(set(queues))
+    filled = scheduler.fill_all(queues)
     job.broker_unreachable = any(not f.broker_reachable for f in filled)  # type: ignore[attr-defined]
     return job, True
 
 
-# One statement for all of a job's items on Postgres: arrays in, rows out (a 10,000-item job in
-# a fraction of the time an executemany of row dicts takes).
+def _prefix_batches(
+    prefix: str, prompts_file: intake.PromptsFile | None, limit: int
+) -> Iterator[list[intake.Entry]]:
+    """A folder's images as entries, a storage page at a time (never the whole list at once)."""
+    seen = 0
+    for keys in intake.keys_under(prefix):
+        seen += len(keys)
+        if seen > limit:
+            raise ParamError(
+                "inputs_prefix", f"more than {limit} images under {prefix!r} (MAX_ITEMS_PER_JOB)"
+            )
+        entries = [intake.Entry(key=k) for k in keys]
+        if prompts_file is not None:
+            names = _filenames(keys)
+            entries = [prompts_file.apply(e, names.get(e.key)) for e in entries]
+        yield entries
+
+
+# One statement per batch of items on Postgres: arrays in, rows out (a 10,000-item batch in a
+# fraction of the time an executemany of row dicts takes).
 _INSERT_ITEMS_PG = sa_text(
     """
-    INSERT INTO items (id, job_id, idx, input_key, provider, queue, status, attempt, max_attempts,
-                       progress, created_at, updated_at)
-    SELECT t.id, :job_id, t.idx - 1, t.input_key, :provider, t.queue, 'pending', 1, :max_attempts,
-           0.0, :now, :now
-    FROM unnest(CAST(:ids AS varchar[]), CAST(:keys AS varchar[]), CAST(:queues AS varchar[]))
-         WITH ORDINALITY AS t(id, input_key, queue, idx)
+    INSERT INTO items (id, job_id, idx, input_key, prompt, prompts, params, provider, queue, status,
+                       attempt, max_attempts, progress, created_at, updated_at)
+    SELECT t.id, :job_id, :first_idx + t.idx - 1, t.input_key, t.prompt, CAST(t.prompts AS json),
+           CAST(t.params AS json), :provider, t.queue, 'pending', 1, :max_attempts, 0.0, :now, :now
+    FROM unnest(CAST(:ids AS varchar[]), CAST(:keys AS varchar[]), CAST(:queues AS varchar[]),
+                CAST(:prompts AS text[]), CAST(:concepts AS text[]), CAST(:params AS text[]))
+         WITH ORDINALITY AS t(id, input_key, queue, prompt, prompts, params, idx)
     """
 )
 
 
-def insert_items(
-    job_id: str, provider: str, ids: list[str], keys: list[str], queues: list[str], now: datetime
-) -> None:
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def insert_items(job_id: str, provider: str, rows: _ItemRows, now: datetime, first_idx: int = 0) -> None:
     max_attempts = settings().max_attempts
     if db.session.get_bind().dialect.name == "postgresql":
         db.session.execute(
@@ -234,18 +364,25 @@ def insert_items(
                 "provider": provider,
                 "max_attempts": max_attempts,
                 "now": now,
-                "ids": ids,
-                "keys": keys,
-                "queues": queues,
+                "first_idx": first_idx,
+                "ids": rows.ids,
+                "keys": rows.keys,
+                "queues": rows.queues,
+                "prompts": rows.prompts,
+                "concepts": [_json_or_none(c) for c in rows.concepts],
+                "params": [_json_or_none(p) for p in rows.params],
             },
         )
         return
-    rows = [
+    values = [
         {
             "id": item_id,
             "job_id": job_id,
-            "idx": i,
+            "idx": first_idx + i,
             "input_key": key,
+            "prompt": prompt,
+            "prompts": concepts,
+            "params": params,
             "provider": provider,
             "queue": queue,
             "status": "pending",
@@ -255,9 +392,11 @@ def insert_items(
             "created_at": now,
             "updated_at": now,
         }
-        for i, (item_id, key, queue) in enumerate(zip(ids, keys, queues, strict=True))
+        for i, (item_id, key, queue, prompt, concepts, params) in enumerate(
+            zip(rows.ids, rows.keys, rows.queues, rows.prompts, rows.concepts, rows.params, strict=True)
+        )
     ]
-    db.session.execute(insert(Item), rows)
+    db.session.execute(insert(Item), values)
 
 
 def cancel_job(job: Job) -> int:

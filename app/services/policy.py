@@ -83,14 +83,11 @@ def runway_spent_today() -> float:
 def in_flight_runway_cost() -> float:
     from app.models import Job
 
-    # Count per job first: Postgres cannot GROUP BY a json column (Job.params).
-    per_job = (
-        select(Item.job_id, func.count().label("n"))
-        .where(Item.provider == "runway", Item.status.in_(("queued", "running")))
-        .group_by(Item.job_id)
-        .subquery()
-    )
+    # Per item: an item's own parameters (a longer video) change its cost. What is in flight is
+    # the broker's window, a few rows, whatever the backlog.
     rows = db.session.execute(
-        select(Job.model, Job.params, per_job.c.n).join(per_job, per_job.c.job_id == Job.id)
+        select(Job.model, Job.params, Item.params)
+        .join(Job, Job.id == Item.job_id)
+        .where(Item.provider == "runway", Item.status.in_(("queued", "running")))
     )
-    return sum(runway_cost(model, params or {}) * count for model, params, count in rows)
+    return sum(runway_cost(model, {**(params or {}), **(own or {})}) for model, params, own in rows)

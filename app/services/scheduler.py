@@ -214,7 +214,7 @@ def fill(queue: str, size: int | None = None) -> Filled:
     _lock(queue)
     window = list(
         db.session.execute(
-            select(Item.id, Item.job_id, Item.attempt, Item.idx)
+            select(Item.id, Item.job_id, Item.attempt, Item.idx, Item.params)
             .where(Item.queue == queue, Item.status == "queued")
             .limit(s.window_max * 4)
         )
@@ -249,8 +249,12 @@ def fill(queue: str, size: int | None = None) -> Filled:
     window = [w for w in window if w.id not in started]
     jobs = _jobs(waiting_job_ids | {w.job_id for w in window} | set(running))
 
-    def candidate(item_id: str, job: _JobInfo, idx: int, attempt: int, in_window: bool) -> order.Candidate:
-        cost = policy.runway_cost(job.model, job.params) if job.provider == "runway" else 0.0
+    def candidate(
+        item_id: str, job: _JobInfo, idx: int, attempt: int, in_window: bool, own: dict[str, Any] | None
+    ) -> order.Candidate:
+        # An item's own parameters (a longer video for one photo) change what it costs.
+        params = {**job.params, **own} if own else job.params
+        cost = policy.runway_cost(job.model, params) if job.provider == "runway" else 0.0
         return order.Candidate(
             item_id=item_id,
             job_id=job.id,
@@ -266,7 +270,7 @@ def fill(queue: str, size: int | None = None) -> Filled:
     def eligible(job: _JobInfo) -> bool:
         return not queue_paused and not job.paused and not job.cancelled
 
-    window_cands = {w.id: candidate(w.id, jobs[w.job_id], w.idx, w.attempt, True) for w in window}
+    window_cands = {w.id: candidate(w.id, jobs[w.job_id], w.idx, w.attempt, True, w.params) for w in window}
     attempts = {w.id: w.attempt for w in window}
     cands = [c for c in window_cands.values() if eligible(jobs[c.job_id])]
 
@@ -275,7 +279,7 @@ def fill(queue: str, size: int | None = None) -> Filled:
         # Retries of this queue first (few), then the head of each waiting job.
         heads = list(
             db.session.execute(
-                select(Item.id, Item.job_id, Item.idx, Item.attempt)
+                select(Item.id, Item.job_id, Item.idx, Item.attempt, Item.params)
                 .where(Item.queue == queue, Item.status == "pending", Item.attempt > 1)
                 .order_by(Item.idx)
                 .limit(size)
@@ -284,7 +288,7 @@ def fill(queue: str, size: int | None = None) -> Filled:
         for job in open_jobs:
             heads.extend(
                 db.session.execute(
-                    select(Item.id, Item.job_id, Item.idx, Item.attempt)
+                    select(Item.id, Item.job_id, Item.idx, Item.attempt, Item.params)
                     .where(Item.job_id == job.id, Item.queue == queue, Item.status == "pending")
                     .order_by(Item.idx)
                     .limit(size)
@@ -297,7 +301,7 @@ def fill(queue: str, size: int | None = None) -> Filled:
                 continue
             seen.add(h.id)
             attempts[h.id] = h.attempt
-            cands.append(candidate(h.id, job, h.idx, h.attempt, False))
+            cands.append(candidate(h.id, job, h.idx, h.attempt, False, h.params))
 
     limits = _limits(queue, jobs, running, window_cands)
     try:

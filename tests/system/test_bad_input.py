@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import requests
@@ -43,9 +44,28 @@ def job_count(api: Api) -> int:
         ({"provider": "echo", "inputs": []}, "inputs", "empty"),
         ({"provider": "echo"}, "inputs", "required"),
         ({"provider": "echo", "inputs": "K"}, "inputs", "list"),
-        ({"provider": "echo", "inputs": ["inputs/aa/does-not-exist.png"]}, "inputs", "does not exist"),
-        ({"provider": "echo", "inputs": ["../etc/passwd"]}, "inputs", "invalid key"),
-        ({"provider": "echo", "inputs": ["/etc/passwd"]}, "inputs", "invalid key"),
+        ({"provider": "echo", "inputs": ["inputs/aa/does-not-exist.png"]}, "inputs[0]", "does not exist"),
+        ({"provider": "echo", "inputs": ["K", "../etc/passwd"]}, "inputs[1]", "invalid key"),
+        ({"provider": "echo", "inputs": ["/etc/passwd"]}, "inputs[0]", "invalid key"),
+        # Per-image entries: each is checked as a whole job would be, and the error names it.
+        (
+            {"provider": "echo", "inputs": ["K", {"key": "K", "params": {"delay_s": -1}}]},
+            "inputs[1].params.delay_s",
+            "at least",
+        ),
+        ({"provider": "echo", "inputs": [{"key": "K", "bogus": 1}]}, "inputs[0].bogus", "unknown field"),
+        ({"provider": "echo", "inputs": [{"prompt": "a cat"}]}, "inputs[0].key", "required"),
+        ({"provider": "echo", "inputs": [{"key": "K", "prompt": 5}]}, "inputs[0].prompt", "string"),
+        ({"provider": "echo", "inputs": [{"key": "K", "seed": 5}]}, "inputs[0].seed", "unknown parameter"),
+        ({"provider": "echo", "inputs": [7]}, "inputs[0]", "storage key"),
+        ({"provider": "echo", "inputs_prefix": "nothing-here/"}, "inputs_prefix", "no images"),
+        ({"provider": "echo", "inputs_prefix": "../"}, "inputs_prefix", "invalid"),
+        ({"provider": "echo", "inputs": ["K"], "inputs_prefix": "x/"}, "inputs_prefix", "not both"),
+        (
+            {"provider": "echo", "inputs": ["K"], "prompts_file": "no/such.csv"},
+            "prompts_file",
+            "does not exist",
+        ),
         ({"provider": "echo", "inputs": ["K"], "params": {"delay_s": -1}}, "params.delay_s", "at least"),
         ({"provider": "echo", "inputs": ["K"], "params": {"bogus": 1}}, "params.bogus", "unknown parameter"),
         ({"provider": "echo", "inputs": ["K"], "priority": "urgent"}, "priority", "priority"),
@@ -54,10 +74,14 @@ def job_count(api: Api) -> int:
     ],
 )
 def test_bad_job_submissions(api_module: Api, key: str, body: dict, field: str, words: str) -> None:
-    body = {
-        k: ([key if x == "K" else x for x in v] if isinstance(v, list) else (key if v == "K" else v))
-        for k, v in body.items()
-    }
+    def put_key(v: Any) -> Any:
+        if isinstance(v, list):
+            return [put_key(x) for x in v]
+        if isinstance(v, dict):
+            return {k: put_key(x) for k, x in v.items()}
+        return key if v == "K" else v
+
+    body = {k: put_key(v) for k, v in body.items()}
     before = job_count(api_module)
     err = error_of(api_module.post("/api/v1/jobs", json=body), 400)
     assert err["field"] == field

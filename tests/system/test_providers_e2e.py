@@ -64,6 +64,33 @@ def test_wan_job_produces_playable_mp4s(gpu_system: System) -> None:
     assert log.count("loaded wan model") == 1
 
 
+def test_wan_a_prompt_and_parameters_per_photo(gpu_system: System) -> None:
+    api = gpu_system.api
+    keys = api.upload([png_bytes(48, 48, (200, 40, 40)), png_bytes(48, 48, (40, 40, 200))])
+    bad = api.post(
+        "/api/v1/jobs",
+        json={"provider": "wan_local", "inputs": [keys[0], {"key": keys[1], "params": {"num_frames": 10}}]},
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "inputs[1].params.num_frames", bad.text
+    job = api.submit(
+        [
+            {"key": keys[0], "prompt": "she laughs and turns to the camera"},
+            {"key": keys[1], "prompt": "the dog runs toward us", "seed": 11, "params": {"num_frames": 9}},
+        ],
+        provider="wan_local",
+        prompt="a slow pan",
+        params={"num_frames": 5, "steps": 1, "seed": 7},
+    )
+    done = api.wait(job["id"], timeout=300)
+    assert done["status"] == "succeeded", [i["error"] for i in done["items"]]
+    items = sorted(done["items"], key=lambda i: i["index"])
+    # What each item records having run with: its own prompt, seed and frames.
+    assert [i["prompt"] for i in items] == ["she laughs and turns to the camera", "the dog runs toward us"]
+    assert [i["meta"]["prompt"] for i in items] == [i["prompt"] for i in items]
+    assert [(i["meta"]["seed"], i["meta"]["num_frames"]) for i in items] == [(7, 5), (11, 9)]
+    assert items[1]["params"] == {"seed": 11, "num_frames": 9}
+
+
 def test_cancel_during_wan_run_stops_within_a_step(gpu_system: System) -> None:
     api = gpu_system.api
     keys = api.upload([png_bytes(64, 64, (1, 2, 250))])
@@ -117,6 +144,25 @@ def test_sam3_two_concepts_masks_and_instances_line_up(gpu_system: System) -> No
             assert len(inst["box"]) == 4 and 0 <= inst["score"] <= 1
     assert report["inference_ms"] > 0
     assert any(o["content_type"] == "image/png" and "mask" not in r for r, o in outs.items())
+
+
+def test_sam3_concepts_per_photo(gpu_system: System) -> None:
+    api = gpu_system.api
+    keys = api.upload([png_bytes(64, 48, (120, 90, 30)), png_bytes(48, 64, (30, 90, 120))])
+    job = api.submit(
+        [{"key": keys[0], "prompts": ["cat"]}, {"key": keys[1], "prompts": ["dog", "tree"]}],
+        provider="sam3",
+        params={"score_threshold": 0.0},
+    )
+    done = api.wait(job["id"], timeout=180)
+    assert done["status"] == "succeeded", [i["error"] for i in done["items"]]
+    items = sorted(done["items"], key=lambda i: i["index"])
+    assert [i["prompts"] for i in items] == [["cat"], ["dog", "tree"]]
+    assert [i["meta"]["prompts"] for i in items] == [["cat"], ["dog", "tree"]]
+    assert [sorted(r for r in outputs_by_role(i) if r.startswith("mask")) for i in items] == [
+        ["mask_cat"],
+        ["mask_dog", "mask_tree"],
+    ]
 
 
 def test_runway_job_downloads_the_video(gpu_system: System, runway_sim: RunwaySimServer) -> None:

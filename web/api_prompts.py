@@ -1,0 +1,38 @@
+"""Prompts files: a CSV or JSONL of a prompt (and parameters) per image, kept for `prompts_file`.
+
+A script that has no storage credentials uploads its prompts file here, then names the key it
+gets back in `POST /jobs` (`"prompts_file": KEY`, with `inputs` or `inputs_prefix`).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import Response, g, jsonify, request
+
+from app.images import clean_filename
+from app.services import intake
+from app.storage_factory import get_storage
+from providers import ParamError
+from web.api import bp, param_error
+from web.errors import ApiError
+
+
+@bp.post("/prompt-files")
+def upload_prompts_file() -> tuple[Response, int]:
+    f = request.files.get("file")
+    if f is None:
+        raise ApiError(400, "missing_file", "send the CSV or JSONL file as multipart field 'file'", "file")
+    data = f.read(intake.MAX_PROMPTS_FILE_BYTES + 1)
+    if len(data) > intake.MAX_PROMPTS_FILE_BYTES:
+        raise ApiError(413, "too_large", f"at most {intake.MAX_PROMPTS_FILE_BYTES // 2**20} MiB", "file")
+    name = clean_filename(f.filename) or "prompts.csv"
+    try:
+        rows = intake.parse_prompts(data, name)
+    except ParamError as exc:
+        return param_error(ParamError("file", exc.message))
+    jsonl = name.lower().endswith((".jsonl", ".ndjson")) or data.lstrip().startswith(b"{")
+    key = f"prompt-files/{g.user.id}/{secrets.token_hex(8)}.{'jsonl' if jsonl else 'csv'}"
+    content_type = "application/x-ndjson" if jsonl else "text/csv"
+    get_storage().put_bytes(key, data, content_type)
+    return jsonify({"key": key, "filename": name, "rows": len(rows), "names": sorted(rows)[:20]}), 201
