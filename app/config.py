@@ -170,6 +170,9 @@ class Settings:
     user_max_in_flight: int | None = None
     user_max_in_flight_per_queue: dict[str, int] = field(default_factory=dict)
     webhook_per_host: int = 4
+    # Longest life of a browser's or client's presigned upload URL (POST /api/v1/uploads/presign);
+    # a request may ask for less.
+    upload_url_ttl_s: int = 900
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -263,6 +266,7 @@ def load_settings() -> Settings:
         max_items_per_job=env_int("MAX_ITEMS_PER_JOB", 1_000_000),
         signed_url_ttl_s=env_int("SIGNED_URL_TTL_S", 900),
         grant_ttl_s=max(60, env_int("GRANT_TTL_S", 600)),
+        upload_url_ttl_s=min(7 * 24 * 3600, max(1, env_int("UPLOAD_URL_TTL_S", 900))),
         worker_token=env_str("BULKGEN_WORKER_TOKEN"),
         web_url=(env_str("BULKGEN_URL") or public_url).rstrip("/"),
         s3_worker_endpoint_url=env_str("S3_WORKER_ENDPOINT_URL", env_str("S3_PUBLIC_ENDPOINT_URL")),

@@ -503,8 +503,14 @@ def _tiny_png() -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["submit"]:  # the client: before anything of the server's is imported
+        from bulkgen_client.cli import main as submit
+
+        return submit(argv[1:])
     parser = argparse.ArgumentParser(prog="bulkgen", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("submit", help="upload images, run a job, fetch results (bulkgen submit --help)")
     p_up = sub.add_parser("up", help="start everything on this machine")
     p_up.add_argument("--var", default=os.environ.get("VAR_DIR", "var"))
     p_up.add_argument("--port", type=int, default=int(os.environ.get("WEB_PORT", "5000")))

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 MAX_KEY_LENGTH = 512
 # Local keys become path segments; most filesystems cap a name at 255 bytes.
@@ -124,6 +124,12 @@ def _validate_ttl(expires_s: int) -> int:
     return expires_s
 
 
+def _validate_length(content_length: int) -> int:
+    if not isinstance(content_length, int) or isinstance(content_length, bool) or content_length < 0:
+        raise ValueError("content_length must be a non-negative integer")
+    return content_length
+
+
 def _validate_method(method: str) -> str:
     method = method.upper()
     if method not in ("GET", "PUT"):
@@ -194,17 +200,23 @@ class Storage(abc.ABC):
         method: str = "GET",
         filename: str | None = None,
         content_type: str | None = None,
+        content_length: int | None = None,
     ) -> str:
         """A URL that grants `method` on `key` until it expires.
 
         GET with `filename` makes the download an attachment with that name. PUT with `content_type`
-        binds the upload's Content-Type. `content_type` is ignored for GET: objects keep the type they
-        were stored with.
+        binds the upload's Content-Type, and with `content_length` its size: the body must be exactly
+        that many bytes. Both are ignored for GET: objects keep the type they were stored with.
         """
 
     @abc.abstractmethod
     def check(self) -> None:
         """Raise if the backend cannot be used right now (for readiness probes)."""
+
+    def upload_origin(self) -> str | None:
+        """The origin (scheme://host[:port]) that browsers PUT presigned uploads to, when it is not
+        the web app itself: pages must allow it in their Content-Security-Policy's connect-src."""
+        return None
 
 
 def _limit(limit: int) -> int:
@@ -427,10 +439,20 @@ class LocalStorage(Storage):
     # -- signed URLs ---------------------------------------------------------------------------------
 
     def _signature(
-        self, method: str, key: str, exp: int, filename: str | None, content_type: str | None
+        self,
+        method: str,
+        key: str,
+        exp: int,
+        filename: str | None,
+        content_type: str | None,
+        content_length: int | None = None,
     ) -> str:
         # JSON keeps the fields unambiguous: no separator trick can move bytes from one field to another.
-        message = json.dumps([method, key, exp, filename, content_type], separators=(",", ":")).encode()
+        fields: list[Any] = [method, key, exp, filename, content_type]
+        if content_length is not None:
+            # Appended only when bound, so URLs signed without a length keep their signatures.
+            fields.append(content_length)
+        message = json.dumps(fields, separators=(",", ":")).encode()
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
     def signed_url(
@@ -440,20 +462,26 @@ class LocalStorage(Storage):
         method: str = "GET",
         filename: str | None = None,
         content_type: str | None = None,
+        content_length: int | None = None,
     ) -> str:
         validate_key(key)
         method = _validate_method(method)
         exp = int(time.time()) + _validate_ttl(expires_s)
         if method == "GET":
-            content_type = None
-        elif content_type is not None:
-            _validate_content_type(content_type)
+            content_type = content_length = None
+        else:
+            if content_type is not None:
+                _validate_content_type(content_type)
+            if content_length is not None:
+                _validate_length(content_length)
         params: dict[str, str | int] = {"exp": exp}
-        params["sig"] = self._signature(method, key, exp, filename, content_type)
+        params["sig"] = self._signature(method, key, exp, filename, content_type, content_length)
         if filename is not None:
             params["filename"] = filename
         if content_type is not None:
             params["content_type"] = content_type
+        if content_length is not None:
+            params["length"] = content_length
         return f"{self.base_url}/files/{quote(key, safe='/')}?{urlencode(params)}"
 
     def verify_signature(
@@ -464,22 +492,24 @@ class LocalStorage(Storage):
         sig: str,
         filename: str | None = None,
         content_type: str | None = None,
+        content_length: int | str | None = None,
     ) -> bool:
         """True only for an unexpired URL this storage signed for exactly these parameters.
 
-        A malformed key, exp or sig is answered False rather than raised: it is just a forged URL.
+        A malformed key, exp, length or sig is answered False rather than raised: it is just a forged URL.
         """
         try:
             validate_key(key)
             exp_i = int(exp)
+            length = None if content_length is None else int(content_length)
         except (InvalidKey, TypeError, ValueError):
             return False
         if not isinstance(sig, str) or not _SIG.fullmatch(sig) or exp_i < time.time():
             return False
         method = method.upper()
         if method == "GET":
-            content_type = None
-        expected = self._signature(method, key, exp_i, filename, content_type)
+            content_type = length = None
+        expected = self._signature(method, key, exp_i, filename, content_type, length)
         return hmac.compare_digest(expected, sig)
 
     def check(self) -> None:
@@ -829,6 +859,7 @@ class S3Storage(Storage):
         method: str = "GET",
         filename: str | None = None,
         content_type: str | None = None,
+        content_length: int | None = None,
     ) -> str:
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": self._k(key)}
         method = _validate_method(method)
@@ -840,8 +871,21 @@ class S3Storage(Storage):
         else:
             if content_type is not None:
                 params["ContentType"] = _validate_content_type(content_type)
+            if content_length is not None:
+                # Signed as the Content-Length header: S3 refuses a body of any other size.
+                params["ContentLength"] = _validate_length(content_length)
+            # A PUT URL is a write: on a first deploy the bucket must exist before a browser uses it.
+            self._before_write()
             operation = "put_object"
         return self._signer.generate_presigned_url(operation, Params=params, ExpiresIn=expires_s)
 
     def check(self) -> None:
         self._client.head_bucket(Bucket=self.bucket)
+
+    def upload_origin(self) -> str | None:
+        # Signed locally, no request: the host is whatever addressing style the signer uses.
+        url = self._signer.generate_presigned_url(
+            "put_object", Params={"Bucket": self.bucket, "Key": self.prefix + "origin"}, ExpiresIn=60
+        )
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.netloc}"

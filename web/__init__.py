@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from app.config import Settings
 from app.core import create_core_app
 from app.db import db
+from app.storage_factory import get_storage
 from providers import ParamError
 from web.csrf import CsrfError
 from web.errors import ApiError, error_response
@@ -96,10 +97,21 @@ def create_app(cfg: Settings | None = None) -> Flask:
     flask_app.register_blueprint(metrics.bp)
     cli.register(flask_app)
 
+    csp: list[str] = []
+
+    def _page_csp() -> str:
+        # Browsers PUT direct uploads to the storage (S3 may be elsewhere): allowed like the app itself.
+        if not csp:
+            origin = get_storage().upload_origin()
+            csp.append(
+                PAGE_CSP.replace("connect-src 'self'", f"connect-src 'self' {origin}") if origin else PAGE_CSP
+            )
+        return csp[0]
+
     @flask_app.after_request
     def _page_headers(response: Response) -> Response:
         if response.mimetype == "text/html":
-            response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
+            response.headers.setdefault("Content-Security-Policy", _page_csp())
             response.headers.setdefault("X-Frame-Options", "DENY")
             response.headers.setdefault("X-Content-Type-Options", "nosniff")
             response.headers.setdefault("Referrer-Policy", "same-origin")

@@ -28,10 +28,9 @@ from app.services.queues import (
 )
 from app.storage_factory import get_storage
 from providers import ParamError
-from web import live
+from web import live, zipstream
 from web.auth import admin_required, api_auth_required, may_change_job, refuse_writes_with_read_only_token
 from web.errors import ApiError, not_found
-from web.zipstream import item_folder, zip_outputs
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 # Items per job read unless `items_limit` says otherwise (up to 10,000); `items_next_offset` pages.
@@ -163,6 +162,8 @@ def create_job() -> tuple[Response, int]:
         webhook=body.get("webhook"),
         webhook_events=body.get("webhook_events"),
         max_concurrency=body.get("max_concurrency"),
+        inputs_prefix=body.get("inputs_prefix"),
+        prompts_file=body.get("prompts_file"),
     )
     job, created = job_service.create_job(sub, g.user.id)
     wait = live.prefer_wait()
@@ -350,22 +351,24 @@ def get_item(item_id: str) -> Response:
 
 @bp.get("/jobs/<job_id>/download")
 def download_job(job_id: str) -> Response:
+    """The job's results as a zip, each named after its input, with manifest.csv (a row per item);
+    `items=<id>,<id>` (or `items` repeated) limits both to those items."""
     job = _get_job(job_id)
-    rows = db.session.execute(
-        select(Item, Asset.filename)
-        .outerjoin(Asset, Asset.key == Item.input_key)
-        .where(Item.job_id == job.id, Item.status == "succeeded")
-        .order_by(Item.idx)
-    ).all()
-    # One folder per item, named after the input's (cleaned) upload name where there is one.
-    entries = [
-        (f"{item_folder(i.idx, i.id, filename)}/{o['key'].rsplit('/', 1)[-1]}", o["key"])
-        for i, filename in rows
-        for o in i.outputs or []
-    ]
+    item_ids = None
+    name = f"job-{job.id[:8]}.zip"
+    if "items" in request.args:
+        try:
+            item_ids = zipstream.selected_ids(job.id, request.args.getlist("items"))
+        except zipstream.SelectionError as exc:
+            raise ApiError(400, "invalid_parameter", str(exc), "items") from None
+        name = f"job-{job.id[:8]}-{len(item_ids)}-item{'s' if len(item_ids) != 1 else ''}.zip"
+    prompt, prompts = job.prompt, list(job.prompts or [])
     db.session.commit()
-    response = Response(stream_with_context(zip_outputs(get_storage(), entries)), mimetype="application/zip")
-    response.headers["Content-Disposition"] = f'attachment; filename="job-{job.id[:8]}.zip"'
+    # Rows are read a batch at a time while the zip streams (web/zipstream.py).
+    rows = zipstream.job_rows(job.id, item_ids)
+    body = zipstream.zip_job(get_storage(), rows, prompt, prompts)
+    response = Response(stream_with_context(body), mimetype="application/zip")
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 
 
@@ -517,3 +520,8 @@ def openapi() -> Response:
     from web.openapi import spec
 
     return jsonify(spec())
+
+
+# Routes kept in their own modules, registered on this blueprint.
+import web.api_prompts  # noqa: E402, F401
+import web.api_uploads  # noqa: E402, F401

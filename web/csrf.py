@@ -46,6 +46,10 @@ def protect() -> None:
     """before_request hook: refuse unsafe session requests that lack the token."""
     if request.method in SAFE_METHODS or request.headers.get("Authorization"):
         return
+    # A signed storage URL (/files) is its own authority and never acts on the session; a browser
+    # PUTting a direct upload there sends its cookie only because the URL is on the same site.
+    if request.blueprint == "files":
+        return
     if session.get("user_id") is None and request.endpoint not in ALWAYS_CHECKED:
         # Nothing to ride on: the view refuses the anonymous request (redirect to login or 401).
         return

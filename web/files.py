@@ -1,5 +1,6 @@
 """Serves the local storage backend's signed URLs (S3 serves its own): GET for downloads and
-workers' inputs, PUT for workers' outputs (storage grants, app/services/grants.py)."""
+workers' inputs, PUT for workers' outputs (storage grants, app/services/grants.py) and for browser
+uploads (POST /api/v1/uploads/presign, app/services/uploads.py)."""
 
 from __future__ import annotations
 
@@ -49,14 +50,24 @@ def serve(key: str) -> Response:
 def upload(key: str) -> tuple[str, int]:
     store = _local()
     content_type = request.args.get("content_type")
+    length = request.args.get("length")
     try:
         ok = store.verify_signature(
-            key, "PUT", request.args.get("exp", ""), request.args.get("sig", ""), content_type=content_type
+            key,
+            "PUT",
+            request.args.get("exp", ""),
+            request.args.get("sig", ""),
+            content_type=content_type,
+            content_length=length,
         )
     except (InvalidKey, ValueError):
         ok = False
-    # As S3: a URL signed for a Content-Type accepts only that Content-Type.
+    # As S3: a URL signed for a Content-Type accepts only that Content-Type, and one signed for a
+    # length (browser uploads, app/services/uploads.py) only a body of exactly that length.
     if not ok or (content_type is not None and request.mimetype != content_type.split(";")[0].strip()):
+        abort(403)
+    # The body is then read up to its Content-Length and no further.
+    if length is not None and request.content_length != int(length):
         abort(403)
     request.max_content_length = MAX_PUT_BYTES
     store.put_stream(key, request.stream, content_type or request.mimetype or "application/octet-stream")

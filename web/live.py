@@ -235,7 +235,9 @@ class JobStream:
             progress = live_progress(dict(self.running))
             out = []
             if items:
-                out.append(_sse("items", {"items": [item_json(i, progress, job) for i in items]}, self.last_id))
+                out.append(
+                    _sse("items", {"items": [item_json(i, progress, job) for i in items]}, self.last_id)
+                )
             self.job = job_json(job, running_progress=sum(progress.values()))
             self.job["last_event_id"] = self.last_id
             out.append(_sse("job", self.job, self.last_id))

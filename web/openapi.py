@@ -19,11 +19,28 @@ def _errors(*codes: int) -> dict[str, Any]:
     words = {
         400: "Invalid input",
         401: "Missing or invalid token",
+        403: "Not allowed",
         404: "Unknown id",
         409: "Conflict",
         413: "Too large",
     }
     return {str(c): _json(_ref("Error"), words[c]) for c in codes}
+
+
+BINARY = {"type": "string", "format": "binary"}
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """A required JSON request body."""
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _multipart(fields: dict[str, Any]) -> dict[str, Any]:
+    """A required multipart/form-data body with these fields."""
+    return {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {"type": "object", "properties": fields}}},
+    }
 
 
 def _id_param(name: str) -> dict[str, Any]:
@@ -96,6 +113,19 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": {"type": "string"},
             "input_key": {"type": "string"},
+            "prompt": {
+                "type": ["string", "null"],
+                "description": "what the item runs with: its own, else the job's",
+            },
+            "prompts": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "SAM3 concepts it runs with",
+            },
+            "params": {
+                "type": "object",
+                "description": "its own parameters (only those that differ from the job's)",
+            },
             "status": {"enum": STATUSES},
             "attempt": {"type": "integer"},
             "progress": {"type": "number", "minimum": 0, "maximum": 1},
@@ -127,13 +157,41 @@ SCHEMAS: dict[str, Any] = {
             "items": {"type": "array", "items": _ref("Item")},
         },
     },
+    "InputEntry": {
+        "type": "object",
+        "required": ["key"],
+        "additionalProperties": False,
+        "properties": {
+            "key": {"type": "string"},
+            "prompt": {"type": "string"},
+            "negative_prompt": {"type": "string", "description": "short for params.negative_prompt"},
+            "seed": {"type": "integer", "description": "short for params.seed"},
+            "params": {"type": "object"},
+            "prompts": {"type": "array", "items": {"type": "string"}, "description": "SAM3 concepts"},
+        },
+    },
     "NewJob": {
         "type": "object",
-        "required": ["inputs"],
+        "description": "give `inputs` or `inputs_prefix`",
         "properties": {
             "provider": {"type": "string", "description": "defaults to the deployment's default provider"},
             "model": {"type": "string"},
-            "inputs": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            "inputs": {
+                "type": "array",
+                "items": {"oneOf": [{"type": "string"}, _ref("InputEntry")]},
+                "minItems": 1,
+                "description": "image keys, or objects carrying a prompt (and parameters) per image; an "
+                "entry's own values win over the job's, and an error names it (`inputs[3].params.seed`)",
+            },
+            "inputs_prefix": {
+                "type": "string",
+                "description": "a folder: every PNG, JPEG or WEBP under it, in key order (instead of inputs)",
+            },
+            "prompts_file": {
+                "type": "string",
+                "description": "key of a CSV or JSONL file (POST /prompt-files) mapping file name or key to "
+                "prompt and parameters; it fills in what the entries do not say",
+            },
             "prompt": {"type": "string"},
             "prompts": {"type": "array", "items": {"type": "string"}, "description": "SAM3 concepts"},
             "params": {"type": "object"},
@@ -211,25 +269,35 @@ def spec() -> dict[str, Any]:
     job_id = [_id_param("job_id")]
     item_id = [_id_param("item_id")]
     paths: dict[str, Any] = {
+        "/prompt-files": {
+            "post": {
+                "summary": "Store a prompts file (CSV or JSONL) for POST /jobs `prompts_file`",
+                "description": "CSV: a header with a `file`, `name` or `key` column and `prompt`; `prompts` "
+                "(SAM3 concepts, `;`-separated), `negative_prompt`, `seed` and any other column are "
+                "parameters. JSONL: one object per line with the same fields (`params` an object). "
+                "Checked here; an error names the line.",
+                "requestBody": _multipart({"file": BINARY}),
+                "responses": {
+                    "201": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "key": {"type": "string"},
+                                "filename": {"type": "string"},
+                                "rows": {"type": "integer"},
+                                "names": {"type": "array", "items": {"type": "string"}},
+                            },
+                        },
+                        "Stored",
+                    ),
+                    **_errors(400, 401, 403, 413),
+                },
+            }
+        },
         "/uploads": {
             "post": {
                 "summary": "Upload one or many images",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "multipart/form-data": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "files": {
-                                        "type": "array",
-                                        "items": {"type": "string", "format": "binary"},
-                                    }
-                                },
-                            }
-                        }
-                    },
-                },
+                "requestBody": _multipart({"files": {"type": "array", "items": BINARY}}),
                 "responses": {
                     "201": _json(
                         {
@@ -239,6 +307,155 @@ def spec() -> dict[str, Any]:
                         "Stored",
                     ),
                     **_errors(400, 401, 413),
+                },
+            }
+        },
+        "/uploads/presign": {
+            "post": {
+                "summary": "Presigned PUT URLs for uploading images straight to storage",
+                "description": (
+                    "Step 1 of a direct upload (for many or large files; the multipart POST /uploads "
+                    "is simpler for a few). Answers one upload per file, in request order: PUT the "
+                    "file's bytes to `url` with exactly `headers` (the body must be exactly `size` "
+                    "bytes; clients set Content-Length themselves) before `expires_at`, then pass "
+                    "the keys to POST /uploads/complete. A URL is good for its one key, content type "
+                    "and size; a PUT after it expired is refused (403)."
+                ),
+                "requestBody": _json_body(
+                    {
+                        "type": "object",
+                        "required": ["files"],
+                        "properties": {
+                            "files": {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": 1000,
+                                "items": {
+                                    "type": "object",
+                                    "required": ["name", "size", "content_type"],
+                                    "properties": {
+                                        "name": {"type": "string", "maxLength": 1024},
+                                        "size": {
+                                            "type": "integer",
+                                            "minimum": 1,
+                                            "description": "bytes; at most MAX_UPLOAD_BYTES",
+                                        },
+                                        "content_type": {
+                                            "type": "string",
+                                            "enum": ["image/png", "image/jpeg", "image/webp"],
+                                        },
+                                    },
+                                },
+                            },
+                            "expires_in": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "description": "seconds the URLs live (default and most: UPLOAD_URL_TTL_S, 900)",
+                            },
+                        },
+                    }
+                ),
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "uploads": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "name": {
+                                                "type": "string",
+                                                "description": "the name as it will be kept (cleaned)",
+                                            },
+                                            "key": {
+                                                "type": "string",
+                                                "description": "staging key, for complete",
+                                            },
+                                            "url": {"type": "string"},
+                                            "method": {"type": "string", "enum": ["PUT"]},
+                                            "headers": {
+                                                "type": "object",
+                                                "additionalProperties": {"type": "string"},
+                                            },
+                                            "expires_at": {"type": "string", "format": "date-time"},
+                                        },
+                                    },
+                                }
+                            },
+                        }
+                    ),
+                    **_errors(400, 401),
+                },
+            }
+        },
+        "/uploads/complete": {
+            "post": {
+                "summary": "Check and keep images uploaded through presigned URLs",
+                "description": (
+                    "Step 2 of a direct upload. Each key (from POST /uploads/presign, by this user) is "
+                    "checked as a multipart upload is (size, PNG/JPEG/WEBP, pixel limits) and kept as an "
+                    "asset under its content-addressed `inputs/...` key with the name given at presign. "
+                    "What fails is deleted from storage and listed in `rejected` (code `not_found`, "
+                    "`too_large` or `invalid_image`). Completing a key again answers the same asset. A "
+                    "key presigned for another user refuses the whole request (403) and changes nothing."
+                ),
+                "requestBody": _json_body(
+                    {
+                        "type": "object",
+                        "required": ["keys"],
+                        "properties": {
+                            "keys": {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": 100,
+                                "items": {"type": "string"},
+                            }
+                        },
+                    }
+                ),
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "assets": {
+                                    "type": "array",
+                                    "items": {
+                                        "allOf": [
+                                            _ref("Asset"),
+                                            {
+                                                "type": "object",
+                                                "properties": {
+                                                    "upload_key": {
+                                                        "type": "string",
+                                                        "description": "the staging key it was uploaded under",
+                                                    }
+                                                },
+                                            },
+                                        ]
+                                    },
+                                },
+                                "rejected": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "key": {"type": "string"},
+                                            "name": {"type": "string"},
+                                            "code": {
+                                                "type": "string",
+                                                "enum": ["not_found", "too_large", "invalid_image"],
+                                            },
+                                            "error": {"type": "string"},
+                                        },
+                                    },
+                                },
+                            },
+                        }
+                    ),
+                    **_errors(400, 401, 403),
                 },
             }
         },
@@ -407,11 +624,18 @@ def spec() -> dict[str, Any]:
         },
         "/jobs/{job_id}/download": {
             "get": {
-                "summary": "All outputs as a zip (streamed)",
-                "parameters": job_id,
+                "summary": "Outputs as a zip (streamed), named after the inputs, with manifest.csv",
+                "parameters": [
+                    *job_id,
+                    _query(
+                        "items",
+                        {"type": "string"},
+                        "item ids, comma-separated (or the parameter repeated): only those items",
+                    ),
+                ],
                 "responses": {
                     "200": {"description": "zip", "content": {"application/zip": {}}},
-                    **_errors(401, 404),
+                    **_errors(400, 401, 404),
                 },
             }
         },

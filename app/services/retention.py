@@ -1,6 +1,6 @@
 """Retention: remove what nobody needs any more, never what an unfinished job still needs.
 
-Three sweeps, run by the control worker (`control.retention`, every RETENTION_INTERVAL_S):
+Four sweeps, run by the control worker (`control.retention`, every RETENTION_INTERVAL_S):
 
 - **outputs** (OUTPUT_RETENTION_DAYS, 0 = keep forever): jobs that finished longer ago lose
   `outputs/{job_id}/` (and the previews under `thumbs/outputs/{job_id}/`); their items keep their
@@ -13,6 +13,8 @@ Three sweeps, run by the control worker (`control.retention`, every RETENTION_IN
   `outputs/{job}/{item}/{attempt}/` of attempts other than the item's recorded successful one
   (failed, lost or cancelled attempts). Only attempts up to the item's attempt as read are touched,
   so an attempt started by a concurrent retry is never removed.
+- **stale direct uploads** (always): staging objects `uploads/...` that were PUT through a presigned
+  URL but never completed, a day after they were written (app/services/uploads.py).
 
 Every step is a conditional update, so a second sweep running at the same time does no harm.
 """
@@ -30,6 +32,7 @@ from app.config import settings
 from app.db import db
 from app.models import FINISHED, UNFINISHED, Asset, Item, Job
 from app.services.items import add_event
+from app.services.uploads import STALE_UPLOAD_S, sweep_stale_uploads
 from app.storage import Storage
 from app.storage_factory import get_storage
 
@@ -67,6 +70,8 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
     if s.input_retention_days > 0:
         expire_inputs(store, now - timedelta(days=s.input_retention_days), stats, started)
     sweep_orphans(store, now - timedelta(seconds=s.orphan_grace_s), stats, started)
+    # Direct uploads nobody completed (app/services/uploads.py): a closed tab, a failed client.
+    stats["stale_uploads_removed"] = sweep_stale_uploads(store, now - timedelta(seconds=STALE_UPLOAD_S))
     if any(stats.values()):
         log.info("retention: %s", stats)
     return stats

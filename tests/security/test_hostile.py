@@ -310,11 +310,11 @@ def test_hostile_upload_names_are_kept_cleaned(system: System, api: Api) -> None
     listed = api.get("/api/v1/assets", params={"prefix": folder, "limit": 1000}).json()["assets"]
     assert {a["key"]: a["filename"] for a in listed}[assets[0]["key"]] == "agnp.exe.png"
 
-    # The zip names each item's folder after its input's cleaned name.
+    # The zip names each result after its input's cleaned name.
     job = api.wait(api.submit([assets[0]["key"]])["id"])
     assert job["status"] == "succeeded"
     archive = zipfile.ZipFile(io.BytesIO(api.get(f"/api/v1/jobs/{job['id']}/download").content))
-    assert [n.split("/")[0] for n in archive.namelist()] == ["00000-agnp.exe"]
+    assert archive.namelist() == ["agnp.exe.png", "manifest.csv"]
 
 
 @pytest.mark.skipif(not EXTERNAL_DB, reason="fails the commit with a Postgres constraint trigger")

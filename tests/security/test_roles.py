@@ -49,6 +49,7 @@ ACCESS: dict[str, str] = {
     "admin.images": READ,
     "admin.thumbnail": READ,
     "admin.new_job": SUBMIT,
+    "admin.new_job_prompts": SUBMIT,
     "admin.jobs": READ,
     "admin.job_page": READ,
     "admin.job_events": READ,
@@ -74,6 +75,9 @@ ACCESS: dict[str, str] = {
     "admin.revoke_worker_token_view": ADMIN,
     # the JSON API
     "api.upload": SUBMIT,
+    "api.presign_uploads": SUBMIT,
+    "api.complete_uploads": SUBMIT,
+    "api.upload_prompts_file": SUBMIT,
     "api.list_assets": READ,
     "api.create_job": SUBMIT,
     "api.list_jobs": READ,

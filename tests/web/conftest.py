@@ -135,13 +135,8 @@ def signed_in(chromium: Any, ui: System) -> dict[str, Any]:
     return state
 
 
-@pytest.fixture
-def page(chromium: Any, ui: System, signed_in: dict[str, Any]) -> Iterator[Any]:
-    context = chromium.new_context(
-        base_url=ui.base_url, viewport=DESKTOP, storage_state=signed_in, accept_downloads=True
-    )
-    context.set_default_timeout(15_000)
-    page = context.new_page()
+def page_problems(page: Any) -> list[str]:
+    """Script errors and console errors the page raises from now on (a test ends asserting none)."""
     problems: list[str] = []
     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
     page.on(
@@ -152,6 +147,17 @@ def page(chromium: Any, ui: System, signed_in: dict[str, Any]) -> Iterator[Any]:
             else None
         ),
     )
+    return problems
+
+
+@pytest.fixture
+def page(chromium: Any, ui: System, signed_in: dict[str, Any]) -> Iterator[Any]:
+    context = chromium.new_context(
+        base_url=ui.base_url, viewport=DESKTOP, storage_state=signed_in, accept_downloads=True
+    )
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    problems = page_problems(page)
     yield page
     context.close()
     assert not problems, problems

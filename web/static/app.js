@@ -1,4 +1,4 @@
-// bulkgen admin: live updates, uploads, selection and the new-job form. Plain JS, no build step.
+// bulkgen admin: live updates, selection and the new-job form (uploads: uploads.js). Plain JS, no build step.
 "use strict";
 
 (() => {
@@ -73,6 +73,8 @@
       this.save([]);
     },
   };
+  // The Images page's uploader (uploads.js) selects what it uploads through the same store.
+  window.bulkgenSelection = Selection;
 
   // --- everywhere ---------------------------------------------------------------------------
 
@@ -189,120 +191,7 @@
     document.addEventListener("selection-changed", render);
     window.addEventListener("pageshow", render);
     render();
-    setupUploader();
-  }
-
-  function setupUploader() {
-    const zone = $("#dropzone");
-    const input = $("#file-input");
-    const list = $("#uploads");
-    const maxBytes = Number(zone.dataset.maxBytes || 0);
-    const waiting = [];
-    let active = 0;
-    const PARALLEL = 3;
-
-    const enqueue = (files) => {
-      for (const file of files) {
-        const row = document.createElement("li");
-        row.className = "upload";
-        row.dataset.name = file.name;
-        const preview = file.type.startsWith("image/") ? URL.createObjectURL(file) : "";
-        row.innerHTML =
-          (preview ? `<img class="preview" src="${esc(preview)}" alt="">` : `<span class="preview"></span>`) +
-          `<span class="name" title="${esc(file.name)}">${esc(file.name)}</span>` +
-          `<span class="upload-status"><span class="bar"><span style="width: 0%"></span></span>` +
-          `<span class="state">waiting…</span></span>`;
-        list.prepend(row);
-        if (maxBytes && file.size > maxBytes) {
-          finish(row, false, `${file.name} is too large (${(file.size / 1048576).toFixed(1)} MB; the limit is ${(maxBytes / 1048576).toFixed(0)} MB)`);
-          continue;
-        }
-        waiting.push({ file, row });
-      }
-      pump();
-    };
-
-    const finish = (row, ok, message) => {
-      row.classList.add(ok ? "done" : "failed");
-      row.dataset.result = ok ? "done" : "failed";
-      $(".bar", row).remove();
-      $(".state", row).textContent = message;
-    };
-
-    const pump = () => {
-      while (active < PARALLEL && waiting.length) {
-        const { file, row } = waiting.shift();
-        active += 1;
-        upload(file, row).finally(() => {
-          active -= 1;
-          pump();
-        });
-      }
-    };
-
-    const upload = (file, row) =>
-      new Promise((resolve) => {
-        const xhr = new XMLHttpRequest();
-        const fill = $(".bar > span", row);
-        const state = $(".state", row);
-        xhr.open("POST", "/api/v1/uploads");
-        xhr.setRequestHeader("X-CSRF-Token", csrfToken());
-        xhr.setRequestHeader("Accept", "application/json");
-        xhr.upload.addEventListener("progress", (event) => {
-          if (!event.lengthComputable) return;
-          const pct = Math.round((event.loaded / event.total) * 100);
-          fill.style.width = `${pct}%`;
-          state.textContent = `uploading… ${pct}%`;
-        });
-        xhr.addEventListener("load", () => {
-          let body = null;
-          try {
-            body = JSON.parse(xhr.responseText);
-          } catch {
-            body = null;
-          }
-          if (xhr.status === 201 && body && body.assets && body.assets.length) {
-            const asset = body.assets[0];
-            Selection.add([{ key: asset.key, name: asset.filename || file.name }]);
-            row.dataset.key = asset.key;
-            finish(row, true, `uploaded · ${asset.width}×${asset.height} · selected`);
-          } else if (xhr.status === 401) {
-            finish(row, false, "Your session has ended: reload the page and sign in again.");
-          } else {
-            const message = body && body.error ? body.error.message : `upload failed (HTTP ${xhr.status})`;
-            finish(row, false, message);
-          }
-          resolve();
-        });
-        xhr.addEventListener("error", () => {
-          finish(row, false, "the upload did not finish: the connection to the server was lost");
-          resolve();
-        });
-        const form = new FormData();
-        form.append("files", file, file.name);
-        state.textContent = "uploading… 0%";
-        xhr.send(form);
-      });
-
-    input.addEventListener("change", () => {
-      enqueue(Array.from(input.files));
-      input.value = "";
-    });
-    for (const name of ["dragenter", "dragover"]) {
-      zone.addEventListener(name, (event) => {
-        event.preventDefault();
-        zone.classList.add("over");
-      });
-    }
-    for (const name of ["dragleave", "dragend"]) zone.addEventListener(name, () => zone.classList.remove("over"));
-    zone.addEventListener("drop", (event) => {
-      event.preventDefault();
-      zone.classList.remove("over");
-      if (event.dataTransfer && event.dataTransfer.files.length) enqueue(Array.from(event.dataTransfer.files));
-    });
-    // A file dropped next to the zone must not navigate away from the page.
-    window.addEventListener("dragover", (event) => event.preventDefault());
-    window.addEventListener("drop", (event) => event.preventDefault());
+    // Uploading is web/static/uploads.js (direct to storage), loaded by the Images page.
   }
 
   // --- new job ------------------------------------------------------------------------------
@@ -322,7 +211,8 @@
         shown.map((x) => `<li><img src="${esc(thumbUrl(x.key))}" alt="${esc(x.name || "")}" title="${esc(x.name || x.key)}" width="56" height="56"></li>`).join("") +
         (selected.length > shown.length ? `<li class="more">+${selected.length - shown.length}</li>` : "");
     }
-    const inputCount = () => $$('input[name="inputs"]', holder).length;
+    // A folder job has no selected images: the page counts the folder's (data-count).
+    const inputCount = () => Number(holder.dataset.count || 0) || $$('input[name="inputs"]', holder).length;
     const n = inputCount();
     $("#input-count").textContent = String(n);
     $("#no-selection").hidden = n > 0;
@@ -405,6 +295,12 @@
     return `<p class="muted">—</p>`;
   }
 
+  // The item's own prompt, else its job's (the API fills it in); concepts for a concepts provider.
+  function promptHtml(item) {
+    const text = item.prompt ? item.prompt : (item.prompts || []).join(", ");
+    return text ? `<span class="prompt-text" tabindex="0" title="${esc(text)}">${esc(text)}</span>` : `<span class="muted">—</span>`;
+  }
+
   const signature = (item) => `${item.status}|${item.attempt}|${(item.outputs || []).length}|${item.error || ""}`;
 
   function barHtml(fraction, label) {
@@ -412,15 +308,18 @@
     return `<div class="bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${Math.round(pct)}" aria-label="${label}"><span style="width: ${pct}%"></span></div>`;
   }
 
-  function rowHtml(item, back, canChange) {
+  // Mirrors item_row in web/templates/_macros.html: keep the two in step.
+  function rowHtml(item, back, canChange, picked) {
     // Only the job's owner or an admin gets the retry button (the server checks it again).
     const retry = canChange && ["failed", "cancelled"].includes(item.status)
       ? `<form method="post" action="/items/${esc(item.id)}/retry"><input type="hidden" name="csrf_token" value="${esc(csrfToken())}"><input type="hidden" name="back" value="${esc(back)}"><button type="submit" class="small">Retry</button></form>`
       : "";
     return (
       `<tr id="item-${esc(item.id)}" data-item-id="${esc(item.id)}" data-sig="${esc(signature(item))}">` +
+      `<td data-label="" class="pick"><input type="checkbox" class="item-pick" name="items" value="${esc(item.id)}" form="download-selected" aria-label="Select item ${item.index}"${picked.has(item.id) ? " checked" : ""}></td>` +
       `<td data-label="#" class="num">${item.index}</td>` +
       `<td data-label="Input"><img class="thumb" src="${esc(thumbUrl(item.input_key))}" alt="input ${item.index}" loading="lazy" width="64" height="64"></td>` +
+      `<td data-label="Prompt" class="prompt">${promptHtml(item)}</td>` +
       `<td data-label="Status" class="status-cell"><span class="badge s-${esc(item.status)}">${esc(item.status)}</span>${item.status === "running" ? barHtml(item.progress, "item progress") : ""}</td>` +
       `<td data-label="Attempt" class="num">${item.attempt} of ${item.max_attempts}</td>` +
       `<td data-label="Worker" class="worker">${esc(item.worker || "—")}</td>` +
@@ -428,6 +327,63 @@
       `<td data-label="Result" class="result">${resultHtml(item)}</td>` +
       `<td data-label="" class="actions">${retry}</td></tr>`
     );
+  }
+
+  // Ticked item rows and "Download selected": a zip of those items (GET .../download?items=a,b).
+  // Rows are re-rendered from JSON as items change, so the ticks live in a Set that rowHtml reads.
+  function setupPicking() {
+    const picked = new Set();
+    const form = $("#download-selected");
+    const button = $("#download-selected-button");
+    const all = $("#pick-all");
+    const boxes = () => $$("#items .item-pick");
+    // The browser may have restored ticks (back/forward): start from what the page shows.
+    for (const box of boxes()) if (box.checked) picked.add(box.value);
+    const refresh = () => {
+      const shown = boxes();
+      const onPage = new Set(shown.map((b) => b.value));
+      for (const id of picked) if (!onPage.has(id)) picked.delete(id);
+      if (button) {
+        button.disabled = picked.size === 0;
+        button.textContent = picked.size ? `Download selected (${picked.size})` : "Download selected";
+      }
+      if (all) {
+        all.hidden = shown.length === 0;
+        all.checked = shown.length > 0 && picked.size === shown.length;
+        all.indeterminate = picked.size > 0 && picked.size < shown.length;
+      }
+    };
+    document.addEventListener("change", (event) => {
+      const box = event.target;
+      if (box === all) {
+        for (const b of boxes()) {
+          b.checked = all.checked;
+          if (all.checked) picked.add(b.value);
+          else picked.delete(b.value);
+        }
+      } else if (box.classList && box.classList.contains("item-pick")) {
+        if (box.checked) picked.add(box.value);
+        else picked.delete(box.value);
+      } else {
+        return;
+      }
+      refresh();
+    });
+    form?.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const ids = boxes().filter((b) => picked.has(b.value)).map((b) => b.value);
+      if (!ids.length) return;
+      // One comma-joined parameter: a page of ids stays within the request URI limit, where the
+      // form's own `items=...&items=...` would not.
+      const link = document.createElement("a");
+      link.href = `${form.action}?items=${ids.map(encodeURIComponent).join(",")}`;
+      link.download = "";
+      document.body.append(link);
+      link.click();
+      link.remove();
+    });
+    refresh();
+    return { has: (id) => picked.has(id), refresh };
   }
 
   function setupJob() {
@@ -440,6 +396,7 @@
     const back = $('#job-actions input[name="back"]')?.value || location.pathname;
     const canChange = summary.dataset.canChange === "1";
     if (summary.dataset.clearSelection) Selection.clear();
+    const picked = setupPicking();
 
     let failures = 0;
     const apply = (job) => {
@@ -477,7 +434,7 @@
         let row = document.getElementById(`item-${item.id}`);
         if (!row || row.dataset.sig !== signature(item)) {
           const holder = document.createElement("tbody");
-          holder.innerHTML = rowHtml(item, back, canChange);
+          holder.innerHTML = rowHtml(item, back, canChange, picked);
           const fresh = holder.firstElementChild;
           if (row) row.replaceWith(fresh);
           else if (previous) previous.after(fresh);
@@ -490,6 +447,7 @@
         previous = row;
       }
       for (const row of $$("tr[data-item-id]", tbody)) if (!seen.has(row.dataset.itemId)) row.remove();
+      picked.refresh();
     };
 
     const poll = async () => {
@@ -529,7 +487,7 @@
         if (!row) continue;
         if (row.dataset.sig !== signature(item)) {
           const holder = document.createElement("tbody");
-          holder.innerHTML = rowHtml(item, back, canChange);
+          holder.innerHTML = rowHtml(item, back, canChange, picked);
           row.replaceWith(holder.firstElementChild);
         } else if (item.status === "running") {
           const fill = $(".status-cell .bar > span", row);

@@ -22,6 +22,7 @@ MEMBER_ENDPOINTS = frozenset(
         "admin.images",
         "admin.thumbnail",
         "admin.new_job",
+        "admin.new_job_prompts",
         "admin.jobs",
         "admin.job_page",
         "admin.job_events",

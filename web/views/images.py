@@ -1,4 +1,5 @@
-"""Browsing storage with thumbnails, and the upload area (uploads go to /api/v1/uploads)."""
+"""Browsing storage with thumbnails, and the upload area (web/static/uploads.js: straight to storage
+through /api/v1/uploads/presign and /api/v1/uploads/complete)."""
 
 from __future__ import annotations
 

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import base64
+import json
 import math
+import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flask import Response, abort, flash, redirect, render_template, request, url_for
+from flask import Response, abort, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select, tuple_
 
 from app.db import db
-from app.models import ITEM_STATUSES, PRIORITIES, Event, Item, Job, WebhookDelivery
+from app.images import clean_filename
+from app.models import ITEM_STATUSES, PRIORITIES, Asset, Event, Item, Job, WebhookDelivery
 from app.providers import registry
 from app.serializers import job_json, job_progress
+from app.services import intake, scheduler, webhook_delivery
 from app.services import jobs as job_service
-from app.services import scheduler, webhook_delivery
+from app.storage_factory import get_storage
 from providers import ParamError
 from web.auth import may_change_job, session_user
 from web.views import bp
@@ -28,6 +32,11 @@ ITEMS_PAGE_SIZE = 100
 EVENTS_PAGE_SIZE = 200
 # Webhook deliveries shown on a job page (the latest); the API lists them all.
 WEBHOOK_LOG_ROWS = 50
+# A folder's images are counted (and matched to a prompts file) up to this many; past it the page
+# says "more than", so opening the page never lists a whole bucket.
+FOLDER_COUNT_CAP = 10_000
+# Where the page keeps a prompts file for a folder job (where the API keeps them too).
+PROMPT_FILES_PREFIX = "prompt-files/"
 
 
 # --- new job ------------------------------------------------------------------------------
@@ -93,6 +102,60 @@ def _concepts(raw: str) -> list[str]:
     return [c.strip() for c in raw.replace(",", "\n").splitlines() if c.strip()]
 
 
+def _names(keys: list[str]) -> dict[str, str]:
+    """Uploaded file name per key, for the keys that were uploaded with one."""
+    names: dict[str, str] = {}
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), 1000):
+        chunk = unique[start : start + 1000]
+        names.update(
+            (k, f)
+            for k, f in db.session.execute(select(Asset.key, Asset.filename).where(Asset.key.in_(chunk)))
+            if f
+        )
+    return names
+
+
+def _shown_name(key: str, names: dict[str, str]) -> str:
+    return names.get(key) or key.rsplit("/", 1)[-1]
+
+
+def _item_entries(raw: str, keys: list[str]) -> list[Any]:
+    """The selected keys as `inputs` entries, with what the page's prompts table gives each image
+    (JSON: a list of {key, prompt?, prompts?, params?}); an image it gives nothing stays a plain key."""
+    if not raw.strip():
+        return keys
+    try:
+        rows = json.loads(raw)
+    except ValueError:
+        rows = None
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("key"), str) for r in rows
+    ):
+        raise ParamError(
+            "item_prompts",
+            "the per-image prompts sent with the form are not readable; choose the prompts file again",
+        )
+    own: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        # Empty values say nothing: that image uses the job's prompt.
+        entry = {f: row[f] for f in ("prompt", "prompts", "params") if row.get(f) not in (None, "", [], {})}
+        if entry:
+            own[row["key"]] = entry
+    return [{"key": k, **own[k]} if k in own else k for k in keys]
+
+
+def _prompts_file_key(raw: str | None) -> str | None:
+    """The prompts file the page stored for a folder job; only one of this user's own."""
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    user = session_user()
+    if user is None or not raw.startswith(f"{PROMPT_FILES_PREFIX}{user.id}/"):
+        raise ParamError("prompts_file", "choose the prompts file again")
+    return raw
+
+
 def _submit(form: Any, options: dict[str, Engine]) -> Job:
     choice = form.get("engine") or ""
     engine = options.get(choice)
@@ -106,10 +169,15 @@ def _submit(form: Any, options: dict[str, Engine]) -> Job:
             params[spec["name"]] = value
     prompt = form.get("prompt") if provider["prompt_field"] == "prompt" else None
     prompts = _concepts(form.get("prompts") or "") if provider["prompt_field"] == "prompts" else None
+    # A folder replaces the selected images; the prompts table then travels as a stored file.
+    prefix = (form.get("inputs_prefix") or "").strip()
+    inputs = None if prefix else _item_entries(form.get("item_prompts") or "", form.getlist("inputs"))
     sub = job_service.Submission(
         provider=provider["name"],
         model=model["name"],
-        inputs=form.getlist("inputs"),
+        inputs=inputs,
+        inputs_prefix=prefix or None,
+        prompts_file=_prompts_file_key(form.get("prompts_file")) if prefix else None,
         prompt=prompt,
         prompts=prompts,
         params=params,
@@ -132,13 +200,8 @@ def new_job() -> Response | str | tuple[str, int]:
             job = _submit(form, options)
         except ParamError as exc:
             db.session.rollback()
-            known = ("engine", "inputs", "prompt", "prompts", "priority", "max_concurrency")
-            field = exc.field if exc.field in known else None
-            if exc.field in ("provider", "model"):
-                field = "engine"
-            elif exc.field.startswith("params."):
-                field = exc.field
-            errors[field or "form"] = exc.message
+            field, message = _error_field(exc, form)
+            errors[field] = message
         else:
             db.session.refresh(job)
             images = f"{job.total} image{'s' if job.total != 1 else ''}"
@@ -157,6 +220,7 @@ def new_job() -> Response | str | tuple[str, int]:
             else:
                 flash(f"Job started: {images}.", "success")
             return redirect(url_for("admin.job_page", job_id=job.id, created=1))
+    prefix = (form.get("inputs_prefix") or request.args.get("prefix") or "").strip()
     default = next(iter(options.values())).value if options else ""
     preferred = [e.value for e in options.values() if e.provider["name"] != "echo"]
     selected = form.get("engine") or (preferred[0] if preferred else default)
@@ -165,7 +229,9 @@ def new_job() -> Response | str | tuple[str, int]:
         engines=list(options.values()),
         selected=selected,
         form=form,
-        inputs=form.getlist("inputs"),
+        inputs=[] if prefix else form.getlist("inputs"),
+        folder=_folder(prefix) if prefix else None,
+        folder_cap=FOLDER_COUNT_CAP,
         errors=errors,
         params_error=any(k.startswith("params.") for k in errors),
         priorities=list(PRIORITIES),
@@ -182,6 +248,139 @@ def new_job() -> Response | str | tuple[str, int]:
         },
     )
     return (body, 400) if errors else body
+
+
+def _error_field(exc: ParamError, form: Any) -> tuple[str, str]:
+    """Where on the page an error from create_job shows, and what it says there."""
+    known = ("engine", "inputs", "prompt", "prompts", "priority", "max_concurrency", "prompts_file")
+    if exc.field in ("provider", "model"):
+        return "engine", exc.message
+    if exc.field.startswith("params.") or exc.field in known:
+        return exc.field, exc.message
+    if exc.field == "inputs_prefix":
+        return "inputs", exc.message
+    if exc.field == "item_prompts" or exc.field.startswith("inputs["):
+        # inputs[3].prompt: name the image, which is what the prompts table shows.
+        index = exc.field[len("inputs[") :].split("]", 1)[0]
+        keys = form.getlist("inputs")
+        if index.isdigit() and int(index) < len(keys):
+            key = keys[int(index)]
+            return "item_prompts", f"{_shown_name(key, _names([key]))}: {exc.message}"
+        return "item_prompts", exc.message
+    return "form", exc.message
+
+
+def _folder(prefix: str) -> dict[str, Any]:
+    """What the page says about a folder: its images counted from the storage listing (capped)."""
+    try:
+        prefix = intake.check_prefix(prefix)
+    except ParamError as exc:
+        return {"prefix": prefix, "count": 0, "more": False, "error": exc.message}
+    count = 0
+    for keys in intake.keys_under(prefix):
+        count += len(keys)
+        if count > FOLDER_COUNT_CAP:
+            return {"prefix": prefix, "count": FOLDER_COUNT_CAP, "more": True, "error": None}
+    error = None if count else f"no images (PNG, JPEG or WEBP) under {prefix}"
+    return {"prefix": prefix, "count": count, "more": False, "error": error}
+
+
+def _prompts_error(message: str, status: int = 400) -> tuple[Response, int]:
+    return jsonify({"error": {"field": "prompts_file", "message": message}}), status
+
+
+def _matched_row(found: intake.PromptsFile, key: str, filename: str | None) -> dict[str, Any] | None:
+    """The file's row for an image, its shape checked as the job checks it (ParamError names the
+    row); seed and negative_prompt come back as parameters."""
+    match = found.lookup(key, filename)
+    if match is None:
+        return None
+    entry = found.apply(intake.Entry(key=key), filename)
+    return {"name": match[0], "prompt": entry.prompt, "prompts": entry.prompts, "params": entry.params or {}}
+
+
+def _unmatched_row(name: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A row that matches no image, for display only."""
+    prompt, prompts = row.get("prompt"), row.get("prompts")
+    return {
+        "name": name,
+        "prompt": prompt if isinstance(prompt, str) else None,
+        "prompts": [str(p) for p in prompts] if isinstance(prompts, list) else None,
+    }
+
+
+@bp.post("/jobs/new/prompts")
+def new_job_prompts() -> Response | tuple[Response, int]:
+    """Read a prompts file chosen on the New job page and match its rows to the page's images (in
+    the order the job will: key, uploaded name, the key's last part). For a folder the file is kept
+    in storage too: the job reads it from there (prompts_file)."""
+    f = request.files.get("file")
+    if f is None:
+        return _prompts_error("choose a CSV or JSONL file")
+    data = f.read(intake.MAX_PROMPTS_FILE_BYTES + 1)
+    if len(data) > intake.MAX_PROMPTS_FILE_BYTES:
+        return _prompts_error(f"the file is over {intake.MAX_PROMPTS_FILE_BYTES // 2**20} MiB", 413)
+    name = clean_filename(f.filename) or "prompts.csv"
+    try:
+        found = intake.PromptsFile(intake.parse_prompts(data, name), set())
+        prefix = (request.form.get("inputs_prefix") or "").strip()
+        if prefix:
+            prefix = intake.check_prefix(prefix)
+    except ParamError as exc:
+        return _prompts_error(exc.message)
+    try:
+        if not prefix:
+            keys = request.form.getlist("inputs")
+            names = _names(keys)
+            images = []
+            for key in keys:
+                row = _matched_row(found, key, names.get(key))
+                images.append(
+                    {
+                        **(row or {"prompt": None, "prompts": None, "params": {}}),
+                        "key": key,
+                        "name": _shown_name(key, names),
+                        "match": row["name"] if row else None,
+                    }
+                )
+            unmatched = [_unmatched_row(n, found.rows[n]) for n in found.unmatched()]
+            return jsonify({"file": name, "images": images, "unmatched": unmatched})
+
+        keys = []
+        for page in intake.keys_under(prefix):
+            keys.extend(page)
+            if len(keys) > FOLDER_COUNT_CAP:
+                break
+        more = len(keys) > FOLDER_COUNT_CAP
+        keys = keys[:FOLDER_COUNT_CAP]
+        names = _names(keys)
+        matched = []
+        for key in keys:
+            row = _matched_row(found, key, names.get(key))
+            if row:
+                matched.append({**row, "key": key})
+    except ParamError as exc:
+        return _prompts_error(exc.message)
+    user = session_user()
+    jsonl = name.lower().endswith((".jsonl", ".ndjson")) or data.lstrip().startswith(b"{")
+    key = (
+        f"{PROMPT_FILES_PREFIX}{user.id if user else 0}/{secrets.token_hex(8)}.{'jsonl' if jsonl else 'csv'}"
+    )
+    get_storage().put_bytes(key, data, "application/x-ndjson" if jsonl else "text/csv")
+    return jsonify(
+        {
+            "file": name,
+            "prompts_file": key,
+            "folder": {
+                "prefix": prefix,
+                "images": len(keys),
+                "more": more,
+                "without": len(keys) - len(matched),
+            },
+            "matched": matched,
+            "unmatched": [_unmatched_row(n, found.rows[n]) for n in found.unmatched()],
+        }
+    )
 
 
 # --- job list -----------------------------------------------------------------------------
