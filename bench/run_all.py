@@ -26,6 +26,7 @@ from bench import (
     scale,
     streams,
     throughput,
+    ui_drop,
     wait,
     webhooks,
 )
@@ -45,6 +46,7 @@ BENCHMARKS = {
     "wait": wait,
     "streams": streams,
     "webhooks": webhooks,
+    "ui_drop": ui_drop,
 }
 
 

@@ -74,6 +74,15 @@ _END_STATE = """() => ({
 })"""
 
 
+# Clearing the selection must untick every uploaded card (uploads.js keeps them in step).
+_CLEAR = """() => {
+  const t = performance.now();
+  document.getElementById("selection-clear").click();
+  const ms = performance.now() - t;
+  return { ms, stillTicked: document.querySelectorAll("#image-grid .image-card.uploaded .pick-box:checked").length };
+}"""
+
+
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--n", type=int, default=None, help="files in the drop (default 1000; 100 with --quick)"
@@ -132,6 +141,7 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
                 time.sleep(0.25)
             upload_s = time.monotonic() - started
             end = page.evaluate(_END_STATE)
+            cleared = page.evaluate(_CLEAR)
         finally:
             browser.close()
 
@@ -172,6 +182,23 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         met=end["cards"] == n,
         selected=end["selected"],
         dom_nodes=end["nodes"],
+    )
+    emit(
+        BENCH,
+        "clear_selection_ms",
+        cleared["ms"],
+        "ms",
+        n=n,
+        still_ticked=cleared["stillTicked"],
+        note="click on Clear with N uploaded cards",
+    )
+    emit(
+        BENCH,
+        "ticked_after_clear",
+        cleared["stillTicked"],
+        "cards",
+        target="0",
+        met=cleared["stillTicked"] == 0,
     )
     if errors:
         emit(BENCH, "page_errors", len(errors), "errors", target="0", met=False, first=errors[0][:200])
