@@ -6,13 +6,10 @@ gets back in `POST /jobs` (`"prompts_file": KEY`, with `inputs` or `inputs_prefi
 
 from __future__ import annotations
 
-import secrets
-
 from flask import Response, g, jsonify, request
 
 from app.images import clean_filename
 from app.services import intake
-from app.storage_factory import get_storage
 from providers import ParamError
 from web.api import bp, param_error
 from web.errors import ApiError
@@ -31,8 +28,5 @@ def upload_prompts_file() -> tuple[Response, int]:
         rows = intake.parse_prompts(data, name)
     except ParamError as exc:
         return param_error(ParamError("file", exc.message))
-    jsonl = name.lower().endswith((".jsonl", ".ndjson")) or data.lstrip().startswith(b"{")
-    key = f"prompt-files/{g.user.id}/{secrets.token_hex(8)}.{'jsonl' if jsonl else 'csv'}"
-    content_type = "application/x-ndjson" if jsonl else "text/csv"
-    get_storage().put_bytes(key, data, content_type)
+    key = intake.store_prompts_file(data, name, g.user.id)
     return jsonify({"key": key, "filename": name, "rows": len(rows), "names": sorted(rows)[:20]}), 201

@@ -15,11 +15,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from sqlalchemy import select
+
 from app import storage as storage_mod
+from app.db import db
+from app.models import Asset
 from app.storage_factory import get_storage
 from providers import ParamError
 
@@ -33,6 +38,8 @@ MAX_PROMPTS_FILE_BYTES = 64 * 1024 * 1024
 # Columns of a prompts file that name the image; the rest are the prompt, concepts and parameters.
 NAME_COLUMNS = ("key", "file", "name", "filename")
 LIST_PAGE = 1000
+# Where stored prompts files live: prompt-files/{user}/{random}.csv|jsonl.
+PROMPT_FILES_PREFIX = "prompt-files/"
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,19 @@ def field_of(entry: Entry, index: int, field: str) -> str:
     return f"inputs[{index}].{field}"
 
 
+def uploaded_names(keys: list[str]) -> dict[str, str]:
+    """The uploaded file name per key, for keys that were uploaded with one (what a prompts file
+    names an image by)."""
+    names: dict[str, str] = {}
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), 1000):
+        rows = db.session.execute(
+            select(Asset.key, Asset.filename).where(Asset.key.in_(unique[start : start + 1000]))
+        )
+        names.update((k, f) for k, f in rows if f)
+    return names
+
+
 # --- folders ------------------------------------------------------------------------------------
 
 
@@ -185,6 +205,14 @@ class PromptsFile:
 
     def unmatched(self) -> list[str]:
         return sorted(set(self.rows) - self.used)
+
+
+def store_prompts_file(data: bytes, name: str, user_id: int | None) -> str:
+    """Keep a (parsed, checked) prompts file for `prompts_file`; returns its key."""
+    jsonl = name.lower().endswith((".jsonl", ".ndjson")) or data.lstrip().startswith(b"{")
+    key = f"{PROMPT_FILES_PREFIX}{user_id or 0}/{secrets.token_hex(8)}.{'jsonl' if jsonl else 'csv'}"
+    get_storage().put_bytes(key, data, "application/x-ndjson" if jsonl else "text/csv")
+    return key
 
 
 def read_prompts_file(key: Any) -> PromptsFile:

@@ -104,12 +104,6 @@ def _check_exist(keys: list[str]) -> None:
         known.add(key)
 
 
-def _filenames(keys: list[str]) -> dict[str, str]:
-    """Uploaded name per key (what a prompts file names an image by)."""
-    rows = db.session.execute(select(Asset.key, Asset.filename).where(Asset.key.in_(keys)))
-    return {k: f for k, f in rows if f}
-
-
 @dataclass
 class _ItemRows:
     """Items to insert, as columns."""
@@ -220,7 +214,7 @@ def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
     if entries is not None:
         _check_exist([e.key for e in entries])
         if prompts_file is not None:
-            names = _filenames([e.key for e in entries])
+            names = intake.uploaded_names([e.key for e in entries])
             entries = [prompts_file.apply(e, names.get(e.key)) for e in entries]
     spec = _job_spec(provider, sub, entries)
     webhook, webhook_events = webhooks.parse_subscription(sub.webhook, sub.webhook_events)
@@ -330,7 +324,7 @@ def _prefix_batches(
             )
         entries = [intake.Entry(key=k) for k in keys]
         if prompts_file is not None:
-            names = _filenames(keys)
+            names = intake.uploaded_names(keys)
             entries = [prompts_file.apply(e, names.get(e.key)) for e in entries]
         yield entries
 

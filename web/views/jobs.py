@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,12 +15,11 @@ from sqlalchemy import select, tuple_
 
 from app.db import db
 from app.images import clean_filename
-from app.models import ITEM_STATUSES, PRIORITIES, Asset, Event, Item, Job, WebhookDelivery
+from app.models import ITEM_STATUSES, PRIORITIES, Event, Item, Job, WebhookDelivery
 from app.providers import registry
 from app.serializers import job_json, job_progress
 from app.services import intake, scheduler, webhook_delivery
 from app.services import jobs as job_service
-from app.storage_factory import get_storage
 from providers import ParamError
 from web.auth import may_change_job, session_user
 from web.views import bp
@@ -35,8 +33,6 @@ WEBHOOK_LOG_ROWS = 50
 # A folder's images are counted (and matched to a prompts file) up to this many; past it the page
 # says "more than", so opening the page never lists a whole bucket.
 FOLDER_COUNT_CAP = 10_000
-# Where the page keeps a prompts file for a folder job (where the API keeps them too).
-PROMPT_FILES_PREFIX = "prompt-files/"
 
 
 # --- new job ------------------------------------------------------------------------------
@@ -102,20 +98,6 @@ def _concepts(raw: str) -> list[str]:
     return [c.strip() for c in raw.replace(",", "\n").splitlines() if c.strip()]
 
 
-def _names(keys: list[str]) -> dict[str, str]:
-    """Uploaded file name per key, for the keys that were uploaded with one."""
-    names: dict[str, str] = {}
-    unique = list(dict.fromkeys(keys))
-    for start in range(0, len(unique), 1000):
-        chunk = unique[start : start + 1000]
-        names.update(
-            (k, f)
-            for k, f in db.session.execute(select(Asset.key, Asset.filename).where(Asset.key.in_(chunk)))
-            if f
-        )
-    return names
-
-
 def _shown_name(key: str, names: dict[str, str]) -> str:
     return names.get(key) or key.rsplit("/", 1)[-1]
 
@@ -151,7 +133,7 @@ def _prompts_file_key(raw: str | None) -> str | None:
     if not raw:
         return None
     user = session_user()
-    if user is None or not raw.startswith(f"{PROMPT_FILES_PREFIX}{user.id}/"):
+    if user is None or not raw.startswith(f"{intake.PROMPT_FILES_PREFIX}{user.id}/"):
         raise ParamError("prompts_file", "choose the prompts file again")
     return raw
 
@@ -265,7 +247,7 @@ def _error_field(exc: ParamError, form: Any) -> tuple[str, str]:
         keys = form.getlist("inputs")
         if index.isdigit() and int(index) < len(keys):
             key = keys[int(index)]
-            return "item_prompts", f"{_shown_name(key, _names([key]))}: {exc.message}"
+            return "item_prompts", f"{_shown_name(key, intake.uploaded_names([key]))}: {exc.message}"
         return "item_prompts", exc.message
     return "form", exc.message
 
@@ -331,7 +313,7 @@ def new_job_prompts() -> Response | tuple[Response, int]:
     try:
         if not prefix:
             keys = request.form.getlist("inputs")
-            names = _names(keys)
+            names = intake.uploaded_names(keys)
             images = []
             for key in keys:
                 row = _matched_row(found, key, names.get(key))
@@ -353,7 +335,7 @@ def new_job_prompts() -> Response | tuple[Response, int]:
                 break
         more = len(keys) > FOLDER_COUNT_CAP
         keys = keys[:FOLDER_COUNT_CAP]
-        names = _names(keys)
+        names = intake.uploaded_names(keys)
         matched = []
         for key in keys:
             row = _matched_row(found, key, names.get(key))
@@ -362,11 +344,7 @@ def new_job_prompts() -> Response | tuple[Response, int]:
     except ParamError as exc:
         return _prompts_error(exc.message)
     user = session_user()
-    jsonl = name.lower().endswith((".jsonl", ".ndjson")) or data.lstrip().startswith(b"{")
-    key = (
-        f"{PROMPT_FILES_PREFIX}{user.id if user else 0}/{secrets.token_hex(8)}.{'jsonl' if jsonl else 'csv'}"
-    )
-    get_storage().put_bytes(key, data, "application/x-ndjson" if jsonl else "text/csv")
+    key = intake.store_prompts_file(data, name, user.id if user else None)
     return jsonify(
         {
             "file": name,
