@@ -162,6 +162,15 @@ def test_tick_items_and_download_selected(page: Any, ui: System) -> None:
     prompt.click()
     opened = prompt.bounding_box()
     assert opened is not None and opened["height"] > box["height"], "a click shows the whole prompt"
+    # The row changes as its item runs and finishes; the opened prompt stays open through it.
+    page.wait_for_function(
+        "(id) => document.querySelector(`#item-${id} .badge`).textContent === 'succeeded'",
+        arg=rows.nth(0).get_attribute("data-item-id"),
+        timeout=60_000,
+    )
+    assert rows.nth(0).locator("img.media").count() == 1
+    still = prompt.bounding_box()
+    assert still is not None and still["height"] == opened["height"], "the prompt stayed open"
     assert rows.nth(1).locator(".prompt-text").inner_text() == JOB_PROMPT
 
     rows.nth(0).locator(".item-pick").check()

@@ -398,6 +398,27 @@
     if (summary.dataset.clearSelection) Selection.clear();
     const picked = setupPicking();
 
+    const freshRow = (item) => {
+      const holder = document.createElement("tbody");
+      holder.innerHTML = rowHtml(item, back, canChange, picked);
+      return holder.firstElementChild;
+    };
+    // A changed item's cells are swapped in place, all but its prompt: the prompt never changes,
+    // and one the user opened (focused) stays open while the item runs and finishes.
+    const updateRow = (row, item) => {
+      if (row.dataset.sig === signature(item)) {
+        const fill = item.status === "running" && $(".status-cell .bar > span", row);
+        if (fill) fill.style.width = `${Math.round(item.progress * 1000) / 10}%`;
+        return;
+      }
+      const fresh = freshRow(item);
+      const cells = Array.from(row.children);
+      Array.from(fresh.children).forEach((cell, i) => {
+        if (!cell.classList.contains("prompt")) cells[i].replaceWith(cell);
+      });
+      row.dataset.sig = fresh.dataset.sig;
+    };
+
     let failures = 0;
     const apply = (job) => {
       $("#job-status").innerHTML = `<span class="badge s-${esc(job.status)}">${esc(job.status)}</span>`;
@@ -432,17 +453,12 @@
       for (const item of job.items) {
         seen.add(item.id);
         let row = document.getElementById(`item-${item.id}`);
-        if (!row || row.dataset.sig !== signature(item)) {
-          const holder = document.createElement("tbody");
-          holder.innerHTML = rowHtml(item, back, canChange, picked);
-          const fresh = holder.firstElementChild;
-          if (row) row.replaceWith(fresh);
-          else if (previous) previous.after(fresh);
-          else tbody.prepend(fresh);
-          row = fresh;
-        } else if (item.status === "running") {
-          const fill = $(".status-cell .bar > span", row);
-          if (fill) fill.style.width = `${Math.round(item.progress * 1000) / 10}%`;
+        if (!row) {
+          row = freshRow(item);
+          if (previous) previous.after(row);
+          else tbody.prepend(row);
+        } else {
+          updateRow(row, item);
         }
         previous = row;
       }
@@ -484,15 +500,7 @@
     const updateRows = (items) => {
       for (const item of items) {
         const row = document.getElementById(`item-${item.id}`);
-        if (!row) continue;
-        if (row.dataset.sig !== signature(item)) {
-          const holder = document.createElement("tbody");
-          holder.innerHTML = rowHtml(item, back, canChange, picked);
-          row.replaceWith(holder.firstElementChild);
-        } else if (item.status === "running") {
-          const fill = $(".status-cell .bar > span", row);
-          if (fill) fill.style.width = `${Math.round(item.progress * 1000) / 10}%`;
-        }
+        if (row) updateRow(row, item);
       }
     };
     const showProgress = (progress) => {
