@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install up test test-floors test-realsize lint bench clean
+.PHONY: install frontend up test test-floors test-realsize lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -12,9 +12,15 @@ $(BIN)/python:
 
 # torch first and pinned, so pip takes the local CPU wheel where one is offered
 # instead of resolving a CUDA build through diffusers/transformers.
-install: $(BIN)/python
+install: $(BIN)/python frontend
 	$(BIN)/pip install -q "torch==2.13.0" numpy
 	$(BIN)/pip install -q -e ".[models,dev]"
+
+# The pages' front-end libraries (web/frontend/package.json) from the npm registry, copied into
+# web/static/vendor: pinned by package-lock.json, never committed, never loaded from a CDN.
+frontend:
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js 18+ with npm (the web pages' libraries come from the npm registry)" >&2; exit 1; }
+	cd web/frontend && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
 
 up: install
 	$(BIN)/bulkgen up
