@@ -5,10 +5,12 @@ and shared, uncopied, by its concepts, which are decoded one at a time.
 Several items at once (`run_batch`): one vision-encoder pass for all their images,
 then each image's own concepts against its slice of those features.
 Outputs per concept a labelled instance mask (PNG, input size, pixel value =
-instance label, 0 = background), one JSON describing every instance, and a
-preview overlay. A concept's mask is written, and painted into the preview, as soon
-as the concept is decoded and its tensors are dropped: memory holds one concept's
-masks at a time, however many concepts a job has.
+instance label, 0 = background) and, where it found instances, a see-through
+colour layer of them (RGBA PNG, preview size: the job page's per-concept toggles);
+one JSON describing every instance, and a preview overlay. A concept's mask and
+layer are written, and painted into the preview, as soon as the concept is
+decoded and its tensors are dropped: memory holds one concept's masks at a time,
+however many concepts a job has.
 
 Pre-processing uses the official `Sam3Processor` where torchvision works (CUDA
 hosts); otherwise the same steps are done here without torchvision: bilinear
@@ -57,6 +59,8 @@ MAX_CONCEPTS = 64
 MAX_CONCEPT_CHARS = 200
 TEXT_LENGTH = 32
 PREVIEW_MAX_SIDE = 1280
+# How opaque a concept's layer paints its instances (the preview mixes 55 % colour in too).
+LAYER_ALPHA = 140
 
 
 def _torchvision_works() -> bool:
@@ -455,14 +459,37 @@ class Sam3Provider(Provider):
                     "area": int((labels == label).sum()),
                 }
             )
-        item.summary.append(
-            {"concept": concept, "role": role, "file": path.name, "instances": len(found.scores)}
-        )
+        count = len(found.scores)
+        # The concept alone, as a see-through layer (where it found anything): the job page stacks
+        # the layers over the input and shows or hides each concept. Painted with the preview.
+        layer = np.zeros((*labels.shape, 4), dtype=np.uint8) if count else None
         overlay = item.overlay
-        for label in range(1, len(found.scores) + 1):
-            colour = np.array(_colour(ci, label), dtype=np.float32)
+        for label in range(1, count + 1):
+            rgb = _colour(ci, label)
             sel = labels == label
-            overlay[sel] = overlay[sel] * 0.45 + colour * 0.55
+            overlay[sel] = overlay[sel] * 0.45 + np.array(rgb, dtype=np.float32) * 0.55
+            layer[sel] = (*rgb, LAYER_ALPHA)
+        layer_role = None
+        if layer is not None:
+            layer_role = "layer_" + role.removeprefix("mask_")
+            image = Image.fromarray(layer, "RGBA")
+            del layer
+            if max(image.size) > PREVIEW_MAX_SIDE:
+                image.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
+            layer_path = item.ctx.workdir / f"{layer_role}.png"
+            item.written.append(layer_path)
+            image.save(layer_path)
+            item.masks.append(OutputFile(layer_path, "image/png", layer_role))
+        item.summary.append(
+            {
+                "concept": concept,
+                "role": role,
+                "file": path.name,
+                "instances": count,
+                "layer_role": layer_role,
+                "colour": "#{:02x}{:02x}{:02x}".format(*_colour(ci, 1)),
+            }
+        )
 
     def _write_preview(self, item: _Item) -> None:
         """The overlay of every concept's instances on the input, as a PNG; the overlay is dropped."""
@@ -509,6 +536,11 @@ class Sam3Provider(Provider):
                 "device": self.device,
                 "instances": len(item.instances),
                 "concepts": len(item.concepts),
+                # Per concept, in order: its instance count, colour, mask and layer outputs (the job page's legend).
+                "legend": [
+                    {k: c[k] for k in ("concept", "instances", "colour", "role", "layer_role")}
+                    for c in item.summary
+                ],
                 "prompts": list(item.concepts),
                 "inference_ms": round(item.inference_ms, 1),
                 "batch_size": item.batch_size,

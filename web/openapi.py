@@ -103,7 +103,28 @@ SCHEMAS: dict[str, Any] = {
             "key": {"type": "string"},
             "url": {"type": "string"},
             "content_type": NULLABLE_STR,
-            "role": NULLABLE_STR,
+            "role": {
+                "type": ["string", "null"],
+                "description": "what the file is: wan_local `video` and `poster` (its first frame, PNG); "
+                "runway `video`; sam3 `mask_<concept>` (labelled instance mask), `layer_<concept>` "
+                "(that concept's instances as a see-through RGBA PNG, only where it found any), "
+                "`instances` (JSON) and `preview` (all concepts painted on the input)",
+            },
+            "size": {"type": ["integer", "null"], "description": "bytes"},
+        },
+    },
+    "LegendEntry": {
+        "type": "object",
+        "description": "one SAM3 concept of an item: how many instances it found, in which colour",
+        "properties": {
+            "concept": {"type": "string"},
+            "instances": {"type": "integer", "minimum": 0},
+            "colour": {"type": "string", "pattern": "^#[0-9a-f]{6}$"},
+            "role": {"type": "string", "description": "its mask output"},
+            "layer_role": {
+                "type": ["string", "null"],
+                "description": "its layer output; null when it found no instances",
+            },
         },
     },
     "Counts": {"type": "object", "properties": {s: {"type": "integer"} for s in STATUSES}},
@@ -132,6 +153,12 @@ SCHEMAS: dict[str, Any] = {
             "outputs": {"type": "array", "items": _ref("Output")},
             "error": NULLABLE_STR,
             "worker": NULLABLE_STR,
+            "meta": {
+                "type": "object",
+                "description": "what the provider records about the run: wan_local `width`, `height`, "
+                "`num_frames`, `fps`, `seed`...; sam3 `instances` (all concepts), `prompts` and `legend`",
+                "properties": {"legend": {"type": "array", "items": _ref("LegendEntry")}},
+            },
             "started_at": TIME,
             "finished_at": TIME,
         },

@@ -31,7 +31,14 @@ def test_two_concepts_give_input_sized_masks_that_match_the_json(sam3_provider, 
     result = sam3_provider.run(input_image, spec, run.ctx())
     by_role, report, masks = read_outputs(result)
 
-    assert set(by_role) == {"mask_red_square", "mask_green_box", "instances", "preview"}
+    assert set(by_role) == {
+        "mask_red_square",
+        "layer_red_square",
+        "mask_green_box",
+        "layer_green_box",
+        "instances",
+        "preview",
+    }
     assert report["image"] == {"width": 80, "height": 60}
     assert report["inference_ms"] > 0
     assert [c["concept"] for c in report["concepts"]] == ["red square", "green box"]
@@ -52,6 +59,17 @@ def test_two_concepts_give_input_sized_masks_that_match_the_json(sam3_provider, 
         assert set(np.unique(mask).tolist()) - {0} <= set(labels)
     with Image.open(by_role["preview"].path) as preview:
         assert preview.size == (80, 60)
+    # Each concept's layer: its instances' pixels in its legend colour, see-through elsewhere.
+    assert [c["layer_role"] for c in report["concepts"]] == ["layer_red_square", "layer_green_box"]
+    assert result.meta["legend"] == [
+        {k: c[k] for k in ("concept", "instances", "colour", "role", "layer_role")}
+        for c in report["concepts"]
+    ]
+    for concept in report["concepts"]:
+        with Image.open(by_role[concept["layer_role"]].path) as layer:
+            assert layer.mode == "RGBA" and layer.size == (80, 60)
+            alpha = np.asarray(layer)[..., 3]
+        assert np.array_equal(alpha > 0, masks[concept["role"]] > 0)
     assert run.progress[-1] == (1.0, "done")
 
 
@@ -117,14 +135,17 @@ def test_each_concept_is_decoded_alone_and_written_before_the_next(
     # One concept's masks in memory at a time; the earlier concepts' masks are already on disk.
     assert seen == [
         (1, 1, []),
-        (1, 1, ["mask_red_square.png"]),
-        (1, 1, ["mask_green_box.png", "mask_red_square.png"]),
+        (1, 1, ["layer_red_square.png", "mask_red_square.png"]),
+        (1, 1, ["layer_green_box.png", "layer_red_square.png", "mask_green_box.png", "mask_red_square.png"]),
     ]
     by_role, report, masks = read_outputs(result)
     assert [o.role for o in result.outputs] == [
         "mask_red_square",
+        "layer_red_square",
         "mask_green_box",
+        "layer_green_box",
         "mask_red_square_2",
+        "layer_red_square_2",
         "instances",
         "preview",
     ]
@@ -155,7 +176,8 @@ def test_a_cancel_between_concepts_leaves_no_outputs_behind(sam3_provider, make_
     spec = sam3_provider.validate(None, None, ["red square", "green box"], {"score_threshold": 0.0})
     with pytest.raises(Cancelled):
         sam3_provider.run(input_image, spec, run.ctx())
-    assert on_disk == [["mask_red_square.png"]]  # the first concept's mask was written when cancelled
+    # The first concept's mask and layer were written when cancelled.
+    assert on_disk == [["layer_red_square.png", "mask_red_square.png"]]
     assert list(run.workdir.iterdir()) == []
 
 
@@ -167,6 +189,9 @@ def test_high_threshold_gives_empty_masks(sam3_provider, make_run, input_image):
     _, report, masks = read_outputs(result)
     assert report["instances"] == []
     assert masks["mask_nothing"].shape == (60, 80) and not np.any(masks["mask_nothing"])
+    # Nothing to show: no layer, and the legend says none were found.
+    assert [o.role for o in result.outputs] == ["mask_nothing", "instances", "preview"]
+    assert result.meta["legend"][0]["instances"] == 0 and result.meta["legend"][0]["layer_role"] is None
 
 
 def test_long_concepts_are_truncated_to_the_text_length(sam3_provider, make_run, input_image):
