@@ -212,6 +212,12 @@ class Provider(abc.ABC):
         """Cross-field rules beyond the per-parameter schema; override as needed."""
         return spec
 
+    def work(self, params: dict[str, Any]) -> float:
+        """How much work an item with these parameters is, in the provider's own units: estimates
+        scale measured seconds per unit by it (app/services/estimates.py). 1.0: parameters do not
+        change the time much."""
+        return 1.0
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -441,6 +441,16 @@ class WanProvider(Provider):
             )
         return spec
 
+    def work(self, params: dict[str, Any]) -> float:
+        """Denoising is steps x latent tokens (frames x pixels); decoding the video, encoding the
+        image and prompt, once per item, about one step more. Millions of pixel-frame-steps."""
+        defaults = {p.name: p.default for p in self.params(self.default_model())}
+        merged = {**defaults, **{k: v for k, v in (params or {}).items() if v is not None}}
+        steps = int(merged.get("steps") or 1)
+        frames = int(merged.get("num_frames") or MIN_FRAMES)
+        pixels = RESOLUTIONS.get(str(merged.get("resolution")), RESOLUTIONS["480p"])
+        return (steps + 1) * frames * pixels / 1e6
+
     # ----- loading -----------------------------------------------------------------
 
     def load(self, device: str) -> None:

@@ -15,6 +15,7 @@ from app.models import ITEM_STATUSES, Item, Job
 from app.providers import registry
 from app.serializers import job_progress
 from app.services import scheduler
+from app.services.estimates import is_simulated
 from app.services.policy import in_flight_runway_cost
 from app.services.queues import lanes_by_worker, online_workers, queue_depths, workers_by_queue
 from web.auth import admin_required, session_user
@@ -129,6 +130,8 @@ def dashboard() -> str:
         "spend_today": runway_spend_today(),
         "spend_in_flight": in_flight_runway_cost(),
         "spend_cap": settings().runway_daily_cap_usd,
+        # Runway on the local simulator: its spend and durations are made up, and the page says so.
+        "runway_simulated": is_simulated("runway"),
         "recent": recent,
         "progress": {j.id: job_progress(j) for j in recent},
         "flower_url": settings().flower_url,

@@ -11,14 +11,14 @@ from datetime import datetime
 from typing import Any
 
 from flask import Response, abort, flash, jsonify, redirect, render_template, request, url_for
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_
 
 from app.db import db
 from app.images import clean_filename
 from app.models import ITEM_STATUSES, PRIORITIES, Event, Item, Job, WebhookDelivery
 from app.providers import registry
-from app.serializers import job_json, job_progress
-from app.services import intake, scheduler, webhook_delivery
+from app.serializers import job_json
+from app.services import estimates, intake, scheduler, webhook_delivery
 from app.services import jobs as job_service
 from providers import ParamError
 from web.auth import may_change_job, session_user
@@ -188,7 +188,7 @@ def new_job() -> Response | str | tuple[str, int]:
             db.session.refresh(job)
             images = f"{job.total} image{'s' if job.total != 1 else ''}"
             if job.waiting_reason:
-                flash(f"Job saved ({images}), but items wait: {job.waiting_reason}.", "warning")
+                flash(f"Job saved ({images}), but items wait: {job.waiting_reason}.", "warning job-start")
             elif getattr(job, "broker_unreachable", False):
                 flash(
                     "The job is saved, but the broker is unreachable right now: its items will be "
@@ -197,10 +197,12 @@ def new_job() -> Response | str | tuple[str, int]:
                 )
             elif job.routed_from:
                 flash(
-                    f"Job started: {images}, sent to {job.provider} instead of {job.routed_from}.", "success"
+                    f"Job started: {images}, sent to {job.provider} instead of {job.routed_from}.",
+                    "success job-start",
                 )
             else:
-                flash(f"Job started: {images}.", "success")
+                # "job-start": the job page changes this banner to say so once the job finished.
+                flash(f"Job started: {images}.", "success job-start")
             return redirect(url_for("admin.job_page", job_id=job.id, created=1))
     prefix = (form.get("inputs_prefix") or request.args.get("prefix") or "").strip()
     default = next(iter(options.values())).value if options else ""
@@ -223,13 +225,120 @@ def new_job() -> Response | str | tuple[str, int]:
                 "provider": e.provider["name"],
                 "prompt_field": e.provider["prompt_field"],
                 "cost_per_item_usd": e.model["cost_per_item_usd"],
-                "seconds_per_item": e.model["seconds_per_item"],
                 "constraints": e.model["constraints"],
+                "simulated": estimates.is_simulated(e.provider["name"]),
             }
             for e in options.values()
         },
+        measured={e.value: _measured_words(e) for e in options.values()},
     )
     return (body, 400) if errors else body
+
+
+def seconds_short(value: float) -> str:
+    """Seconds in words for estimates, to a tenth below 10 s (the demo models run in under one)."""
+    if value < 10:
+        return f"{value:.1f} s"
+    if value < 90:
+        return f"{value:.0f} s"
+    if value < 5400:
+        return f"{value / 60:.0f} min"
+    return f"{value / 3600:.1f} h"
+
+
+def _measured_words(engine: Engine) -> str:
+    """An engine card's time per item: the median of its recent runs at its default parameters."""
+    measured = estimates.history(engine.provider["name"], engine.model["name"])
+    if measured is None:
+        return "time: no measurements yet"
+    defaults = {p["name"]: p.get("default") for p in engine.model["params"] if p.get("default") is not None}
+    per_item = measured.seconds(estimates.work_of(engine.provider["name"], defaults))
+    runs = f"{measured.samples} run{'s' if measured.samples != 1 else ''}"
+    return f"about {seconds_short(per_item)} per item (measured, {runs}{', simulated' if measured.simulated else ''})"
+
+
+def queue_lanes(queue: str) -> int | None:
+    """Items of `queue` that can run at once: the lanes (devices) of its online workers, at least
+    one per worker; None when the broker cannot be asked."""
+    from app.services.queues import lanes_by_worker, workers_on
+
+    online = workers_on(queue)
+    if online is None:
+        return None
+    lanes = lanes_by_worker()
+    found = 0
+    for entries in lanes.values():
+        found += sum(1 for e in entries if queue in (e.get("queues") or []))  # type: ignore[operator]
+    return max(found, online)
+
+
+def estimate_words(
+    measured: estimates.Measured | None, work: float, count: int, lanes: int | None, queue: str
+) -> dict[str, Any]:
+    """The New job page's time estimate: figures and the sentence it shows."""
+    images = f"{count} image{'s' if count != 1 else ''}"
+    if measured is None:
+        return {
+            "samples": 0,
+            "text": f"Time: no measurements yet for this model, so no estimate for {images}.",
+        }
+    per_item = measured.seconds(work)
+    low, high = measured.seconds_range(work)
+    total = estimates.wall_seconds(per_item, count, lanes)
+    runs = f"from {measured.samples} recent run{'s' if measured.samples != 1 else ''}"
+    spread = f"{seconds_short(low)}–{seconds_short(high)}"
+    if not lanes:
+        where = f"no worker is online for queue {queue} now; once one is"
+    else:
+        where = f"on {lanes} worker lane{'s' if lanes != 1 else ''}"
+    text = (
+        f"Time: about {seconds_short(total)} for {images} {where} "
+        f"({seconds_short(per_item)} each, most runs {spread}; {runs})"
+    )
+    if measured.simulated:
+        text += " (simulated)"
+    return {
+        "samples": measured.samples,
+        "per_item_s": round(per_item, 3),
+        "per_item_low_s": round(low, 3),
+        "per_item_high_s": round(high, 3),
+        "total_s": round(total, 3),
+        "lanes": lanes,
+        "work": work,
+        "cost_median_usd": measured.cost_median,
+        "simulated": measured.simulated,
+        "text": text + ".",
+    }
+
+
+@bp.get("/jobs/new/estimate")
+def new_job_estimate() -> Response | tuple[Response, int]:
+    """Time for `count` images with the New job form's engine and parameters (the form's field
+    names), from the recent runs of that provider and model (app/services/estimates.py)."""
+    options = {e.value: e for e in engines()}
+    engine = options.get(request.args.get("engine") or "")
+    if engine is None:
+        return jsonify({"error": {"field": "engine", "message": "choose what to run the images with"}}), 400
+    try:
+        count = max(0, int(request.args.get("count") or 0))
+    except ValueError:
+        count = 0
+    provider = registry()[engine.provider["name"]]
+    try:
+        params: dict[str, Any] = {}
+        for spec in engine.model["params"]:
+            value = _param_value(spec, request.args.get(f"p:{engine.value}:{spec['name']}"))
+            if value is not None:
+                params[spec["name"]] = value
+        checked = provider.validate(engine.model["name"], None, ["estimate"], params)
+    except ParamError as exc:
+        return jsonify({"samples": 0, "text": f"Time: no estimate until {exc.message}."})
+    queue = provider.queue_for(checked)
+    measured = estimates.history(provider.name, engine.model["name"])
+    # Asking the workers takes a broadcast: only when there is a figure to divide.
+    lanes = queue_lanes(queue) if measured is not None else None
+    found = estimate_words(measured, estimates.work_of(provider.name, checked.params), count, lanes, queue)
+    return jsonify({"engine": engine.value, "count": count, "queue": queue, **found})
 
 
 def _error_field(exc: ParamError, form: Any) -> tuple[str, str]:
@@ -402,7 +511,8 @@ def jobs() -> str:
     return render_template(
         "jobs.html",
         jobs=rows,
-        progress={j.id: job_progress(j) for j in rows},
+        remaining=estimates.remaining_for(rows),
+        notes=waiting_notes(rows),
         status=status,
         provider=provider,
         statuses=JOB_STATUSES,
@@ -411,6 +521,36 @@ def jobs() -> str:
         cursor=cursor,
         limit=limit if request.args.get("limit") else None,
     )
+
+
+def waiting_notes(rows: list[Job]) -> dict[str, str]:
+    """Why an unfinished job's items wait, in words: its own waiting_reason (the spending cap), the
+    job paused, or a paused queue that holds its pending items."""
+    unfinished = [j for j in rows if j.status in ("queued", "running", "paused")]
+    if not unfinished:
+        return {}
+    paused = scheduler.paused_queues()
+    held: dict[str, list[str]] = {}
+    if paused:
+        for job_id, queue in db.session.execute(
+            select(Item.job_id, Item.queue)
+            .where(Item.job_id.in_([j.id for j in unfinished]), Item.status == "pending")
+            .distinct()
+        ):
+            if queue in paused:
+                held.setdefault(job_id, []).append(queue)
+    notes: dict[str, str] = {}
+    for job in unfinished:
+        said = []
+        if job.status == "paused":
+            said.append("paused: no new item starts until it is resumed")
+        if job.waiting_reason:
+            said.append(f"waiting: {job.waiting_reason}")
+        for queue in sorted(held.get(job.id, [])):
+            said.append(f"waiting: queue {queue} is paused for maintenance")
+        if said:
+            notes[job.id] = "; ".join(said)
+    return notes
 
 
 # --- one job ------------------------------------------------------------------------------
@@ -459,8 +599,22 @@ def job_page(job_id: str) -> str:
                 .limit(WEBHOOK_LOG_ROWS + 1)
             )
         )
+    unfinished = job.status in ("queued", "running", "paused")
+    note = waiting_notes([job]).get(job.id) if unfinished else None
+    if note and job.waiting_reason:
+        # The spending cap shows live in its own banner (#job-waiting).
+        note = "; ".join(p for p in note.split("; ") if not p.startswith("waiting: " + job.waiting_reason))
+    cost = db.session.scalar(
+        select(func.sum(Item.cost_usd)).where(Item.job_id == job.id, Item.cost_usd.is_not(None))
+    )
     return render_template(
         "job.html",
+        remaining=estimates.job_remaining(job, estimates.history(job.provider, job.model))
+        if unfinished
+        else None,
+        note=note or None,
+        cost=float(cost) if cost is not None else None,
+        simulated=estimates.is_simulated(job.provider),
         deliveries=list(reversed(deliveries[:WEBHOOK_LOG_ROWS])),
         more_deliveries=len(deliveries) > WEBHOOK_LOG_ROWS,
         job=job,
