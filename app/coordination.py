@@ -328,9 +328,18 @@ class Coordination:
             self.r.delete(key)
 
     # What each worker process offers: the scheduler's window per queue follows it.
-    def announce_consumer(self, name: str, queues: list[str], slots: int) -> None:
-        entry = {"queues": sorted(queues), "slots": slots, "at": time.time()}
+    def announce_consumer(self, name: str, queues: list[str], slots: int, **about: Any) -> None:
+        """`about`: what the Workers page shows of the process (state, kind, running items, models)."""
+        entry = {**about, "queues": sorted(queues), "slots": slots, "at": time.time()}
         self.r.hset(CONSUMERS_KEY, name, json.dumps(entry))
+
+    def forget_worker(self, name: str, lanes: list[str] | None = None) -> None:
+        """A process that exits cleanly takes back what it announced: its slots and its lanes."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hdel(CONSUMERS_KEY, name)
+        if lanes:
+            pipe.hdel(DEVICES_KEY, *lanes)
+        pipe.execute()
 
     def consumer_slots(self, max_age_s: float) -> dict[str, int]:
         """Queue -> item slots offered by workers that announced within `max_age_s`; entries

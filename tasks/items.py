@@ -421,12 +421,14 @@ class ItemRun:
             stopped = self.start(self.worker, runtime.cpu_description())
             if stopped is not None:
                 return stopped
+            runtime.item_started(self.item_id, self.job_id)
             try:
                 result, model_ms = self.run_model(process_providers().get(self.provider))
                 return self.commit(result, model_ms)
             except Exception as exc:
                 return self.fail(exc)
         finally:
+            runtime.item_ended(self.item_id)
             self.close()
 
     # --- helpers -------------------------------------------------------------------------------

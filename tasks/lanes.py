@@ -72,6 +72,15 @@ def process_providers() -> Providers:
     return Providers("cpu")
 
 
+def loaded_models(providers: Providers) -> list[str]:
+    """What a lane (or process) has loaded, for the Workers page: "wan: Wan-AI/Wan2.2-TI2V-5B-Diffusers"."""
+    out = []
+    for name, provider in sorted(providers.loaded.items()):
+        ref = getattr(provider, "model_ref", None)
+        out.append(f"{name}: {ref}" if ref else name)
+    return out
+
+
 @dataclass
 class Waiting:
     """An item handed to a lane; `done` resolves once it ran (or will not run here)."""
@@ -97,7 +106,8 @@ class Lane(threading.Thread):
         self.inbox: queue.Queue[Waiting | None] = queue.Queue()
         self.state = "loading"
         self.error: str | None = None
-        self.current: tuple[str, float] | None = None
+        # The item running now (the first of its batch): (item id, since when, job id).
+        self.current: tuple[str, float, str] | None = None
         self.consecutive_oom = 0
         # Items handed to this lane and not yet resolved (fetching, waiting or running).
         self.assigned = 0
@@ -111,6 +121,9 @@ class Lane(threading.Thread):
         self.fetch_ms: float | None = None
         self.batch_ms: float | None = None
         self._description: str | None = None
+        # The GPU's name and memory, for the Workers page (None on a CPU lane).
+        self.gpu_name: str | None = None
+        self.memory_mib: int | None = None
 
     @property
     def worker(self) -> str:
@@ -127,7 +140,8 @@ class Lane(threading.Thread):
             import torch
 
             props = torch.cuda.get_device_properties(int(self.device.split(":")[1]))
-            self._description = f"GPU {self.gpu_id}: {props.name}, {props.total_memory // 2**20} MiB"
+            self.gpu_name, self.memory_mib = str(props.name), int(props.total_memory // 2**20)
+            self._description = f"GPU {self.gpu_id}: {self.gpu_name}, {self.memory_mib} MiB"
         except Exception as exc:  # noqa: BLE001 - description only; the provider reports real CUDA errors
             return f"GPU {self.gpu_id}: unavailable ({type(exc).__name__})"
         return self._description
@@ -258,7 +272,7 @@ class Lane(threading.Thread):
         if not started:
             return
         provider = self.providers.loaded[name]
-        self.current = (started[0].run.item_id, time.time())
+        self.current = (started[0].run.item_id, time.time(), started[0].run.job_id)
         began = time.monotonic()
         if len(started) == 1:
             run = started[0].run
@@ -501,26 +515,54 @@ class Pipeline:
         self.announce()
         self._sync_consuming()
 
+    def lane_fields(self) -> list[str]:
+        return [f"{runtime.node_name}/{os.getpid()}#{lane.index}" for lane in self.lanes]
+
     def announce(self) -> None:
-        """Each lane's device and state under the worker's name, for the queues view."""
+        """Each lane's device and state under the worker's name, for the queues view and the Workers
+        page; nothing more once the process has said goodbye (runtime.stop_announcing)."""
+        with runtime._announcing:
+            if not runtime._stopped.is_set():
+                self._announce()
+
+    def _announce(self) -> None:
         try:
             pipe = redis_client(settings().broker_url).pipeline(transaction=False)
-            for lane in self.lanes:
+            for lane, field_name in zip(self.lanes, self.lane_fields(), strict=True):
+                current = lane.current
                 entry = {
                     "device": lane.description(),
+                    "gpu": lane.gpu_name,
+                    "memory_mib": lane.memory_mib,
                     "queues": sorted(self.queues),
+                    "node": runtime.node_name,
                     "pid": os.getpid(),
                     "lane": lane.index,
+                    # The name its items record as their worker.
+                    "worker": lane.worker,
                     "state": "draining" if self.draining and lane.state == "ready" else lane.state,
+                    "busy": current is not None,
                     "error": lane.error,
-                    "current_item": lane.current[0] if lane.current else None,
+                    "models": loaded_models(lane.providers),
+                    "current_item": current[0] if current else None,
+                    "current_since": current[1] if current else None,
+                    "current_job": current[2] if current else None,
                     "at": time.time(),
                 }
-                pipe.hset(DEVICES_KEY, f"{runtime.node_name}/{os.getpid()}#{lane.index}", json.dumps(entry))
+                pipe.hset(DEVICES_KEY, field_name, json.dumps(entry))
             pipe.execute()
             # The scheduler keeps about this many of the queues' items in the broker for us.
             slots = self.prefetch_count() if self.state() == "ready" else 0
-            self.coord.announce_consumer(f"{runtime.node_name}/{os.getpid()}", sorted(self.queues), slots)
+            about = {
+                "kind": "gpu",
+                "node": runtime.node_name,
+                "pid": os.getpid(),
+                "state": self.state(),
+                "lanes": len(self.lanes),
+            }
+            self.coord.announce_consumer(
+                f"{runtime.node_name}/{os.getpid()}", sorted(self.queues), slots, **about
+            )
         except Exception as exc:  # noqa: BLE001 - informational
             log.warning("could not announce lane states: %s", exc)
 

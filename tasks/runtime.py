@@ -67,18 +67,84 @@ def lease_settings() -> tuple[float, float]:
     return float(s.lease_ttl_s), float(s.heartbeat_s)
 
 
-def announce_slots(queues: list[str]) -> None:
+# What the Workers page shows of a process without lanes (the Runway and control workers): the items
+# it runs now (item id -> job id, since when), and whether it is draining (warm shutdown: the running
+# items finish, no new one starts).
+running: dict[str, tuple[str, float]] = {}
+draining = False
+_announcing = threading.Lock()
+_stopped = threading.Event()
+
+
+def item_started(item_id: str, job_id: str) -> None:
+    running[item_id] = (job_id, time.time())
+
+
+def item_ended(item_id: str) -> None:
+    running.pop(item_id, None)
+
+
+def worker_kind(queues: set[str]) -> str:
+    """ "gpu" (lanes own devices), "control" (the database side) or "api" (remote work: Runway)."""
+    if is_gpu_worker(queues):
+        return "gpu"
+    return "control" if queues <= {"control"} else "api"
+
+
+def process_state(busy: bool) -> str:
+    return "draining" if draining else ("busy" if busy else "ready")
+
+
+def announce_slots(queues: list[str], slots: int | None = None) -> None:
     """Tell the scheduler, every heartbeat, how many items this process runs at once: it keeps
-    about that many of these queues' items in the broker (app/services/scheduler.py)."""
+    about that many of these queues' items in the broker (app/services/scheduler.py). The same entry
+    tells the Workers page what the process is doing."""
     from app.coordination import Coordination, redis_client
+
+    kind = worker_kind(set(queues))
+    name = f"{node_name}/{os.getpid()}"
+
+    def about() -> dict[str, object]:
+        from tasks.lanes import loaded_models, process_providers
+
+        now = list(running.items())
+        return {
+            "kind": kind,
+            "node": node_name,
+            "pid": os.getpid(),
+            "worker": name,
+            "device": "API" if kind == "api" else "CPU",
+            "state": process_state(bool(now)),
+            "models": loaded_models(process_providers()) if kind == "api" else [],
+            "current": [{"item": item, "job": job, "since": since} for item, (job, since) in now],
+        }
 
     def beat() -> None:
         coord = Coordination(redis_client(settings().broker_url))
-        while True:
-            try:
-                coord.announce_consumer(f"{node_name}/{os.getpid()}", queues, pool_size)
-            except Exception as exc:  # noqa: BLE001 - Redis away: try again next beat
-                log.warning("could not announce this worker's slots: %s", exc)
-            time.sleep(max(0.5, settings().heartbeat_s))
+        while not _stopped.is_set():
+            with _announcing:
+                if _stopped.is_set():
+                    return
+                try:
+                    offered = 0 if draining else (pool_size if slots is None else slots)
+                    coord.announce_consumer(name, queues, offered, **about())
+                except Exception as exc:  # noqa: BLE001 - Redis away: try again next beat
+                    log.warning("could not announce this worker's slots: %s", exc)
+            _stopped.wait(max(0.5, settings().heartbeat_s))
 
     threading.Thread(target=beat, daemon=True, name="announce-slots").start()
+
+
+def stop_announcing(lanes: list[str] | None = None) -> None:
+    """At a clean exit: no more announcements, and what this process announced goes (the Workers page
+    stops listing it at once rather than showing it lost)."""
+    from app.coordination import Coordination, redis_client
+
+    with _announcing:
+        _stopped.set()
+        try:
+            Coordination(redis_client(settings().broker_url)).forget_worker(
+                f"{node_name}/{os.getpid()}", lanes
+            )
+        except Exception as exc:  # noqa: BLE001 - the entries then age out
+            log.warning("could not remove this worker's announcements: %s", exc)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 from typing import Any
 
@@ -19,6 +21,7 @@ from celery.signals import (
     worker_shutdown,
     worker_shutting_down,
 )
+from celery.worker.control import control_command
 
 from app.broker import RUN_ITEM
 from app.config import settings
@@ -92,6 +95,9 @@ def _describe_pipeline(**_: Any) -> None:
         item_queues = sorted(q for q in runtime.consumed_queues if q != "control")
         if item_queues:
             runtime.announce_slots(item_queues)
+        elif runtime.consumed_queues:
+            # The control worker offers no item slots; it announces itself for the Workers page.
+            runtime.announce_slots(sorted(runtime.consumed_queues), slots=0)
     else:
         log.info(
             "GPU worker: %d lane(s) on %s (%s), %d item threads (batch %d, prefetch %d-%d)",
@@ -120,6 +126,7 @@ def _drain(**_: Any) -> None:
     # Warm shutdown: the running items finish; prefetched ones go back to the queue.
     from tasks import lanes
 
+    runtime.draining = True
     pipeline = lanes.current()
     if pipeline is not None:
         pipeline.drain()
@@ -133,6 +140,19 @@ def _finish_commits(**_: Any) -> None:
     pipeline = lanes.current()
     if pipeline is not None:
         pipeline.finish_commits()
+    # A clean exit: the Workers page stops listing this process at once.
+    runtime.stop_announcing(pipeline.lane_fields() if pipeline is not None else None)
+
+
+@control_command()
+def drain(state: Any, **_: Any) -> dict[str, str]:
+    """Remote control (the Workers page's Drain button): exactly what SIGTERM does. The running items
+    finish, prefetched ones go back to the queue, no new one starts, then the process exits (status 0,
+    which a supervisor leaves stopped). Celery's own `shutdown` command skips `worker_shutting_down`,
+    so a GPU worker's lanes would go on with what they prefetched."""
+    log.warning("drain requested by remote control: finishing the running items, then exiting")
+    os.kill(os.getpid(), signal.SIGTERM)
+    return {"ok": "draining"}
 
 
 def _payload(args: Any) -> dict[str, Any] | None:

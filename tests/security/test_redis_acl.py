@@ -354,3 +354,26 @@ def test_acl_setuser_from_the_rules_file_gives_the_aclfile_user(acl_redis: AclRe
         assert copy == original
     finally:
         admin.acl_deluser("gpu-host-copy")
+
+
+def test_the_workers_page_drains_a_gpu_host_worker(acl_system: System, acl_redis: AclRedis) -> None:
+    """The Workers page's Drain (remote control from the web app's Redis user) reaches a worker
+    connected as `gpu-host`: it answers, finishes its running item, takes back what it announced and
+    exits 0, without one command refused to it."""
+    admin = acl_redis.admin()
+    admin.acl_log_reset()
+    api = acl_system.api
+    job = api.submit(api.upload(distinct_pngs(1, seed=142)), params={"queue": "sam3", "delay_s": 3})
+    api.wait_item(job["id"], lambda i: i["status"] == "running", timeout=60)
+    node = f"sam3@{socket.gethostname()}"
+    code = f"from app.services.workers import drain; print(drain({node!r}))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=acl_system.env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.strip().splitlines()[-1] == "True", out.stdout + out.stderr
+    assert acl_system.stack.procs["sam3"].popen.wait(timeout=60) == 0
+    assert api.wait(job["id"], timeout=60)["status"] == "succeeded"
+    announced = [k.decode() for key in ("bulkgen:consumers", "bulkgen:devices") for k in admin.hkeys(key)]
+    assert not [k for k in announced if k.startswith(f"{node}/")], announced
+    denials = acl_denials(admin, "gpu-host")
+    assert denials == [], denials

@@ -4,19 +4,11 @@
 (() => {
   const $ = (sel, root = document) => root.querySelector(sel);
   const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
-  const csrfToken = () => $('meta[name="csrf-token"]').content;
   const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
   const esc = (value) => String(value ?? "").replace(/[&<>"']/g, (c) => ESCAPES[c]);
   const FINAL = ["succeeded", "failed", "cancelled"];
 
   const thumbUrl = (key) => "/images/thumb/" + key.split("/").map(encodeURIComponent).join("/");
-
-  function formatDuration(ms) {
-    if (ms === null || ms === undefined) return "—";
-    if (ms < 1000) return `${Math.round(ms)} ms`;
-    if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
-    return `${(ms / 60000).toFixed(1)} min`;
-  }
 
   function formatSeconds(s) {
     if (s === null || s === undefined) return "unknown time";
@@ -34,6 +26,90 @@
     if (!iso) return "—";
     const d = new Date(iso);
     return Number.isNaN(d.getTime()) ? iso : d.toISOString().replace("T", " ").slice(0, 19) + " UTC";
+  }
+
+  // --- status bars, relative times, the start banner ----------------------------------------
+
+  // Mirrors status_bar in web/templates/_macros.html: a segment per status, its share of the total.
+  const BAR_PARTS = ["succeeded", "failed", "cancelled", "running", "waiting"];
+  const partCounts = (counts) => ({ ...counts, waiting: (counts.pending || 0) + (counts.queued || 0) });
+  function statusLegend(counts) {
+    const parts = partCounts(counts);
+    const words = BAR_PARTS.filter((s) => parts[s]).map((s) => `${parts[s]} ${s}`);
+    return words.length ? words.join(" · ") : "no items";
+  }
+  function applyStatusBar(bar, counts, total) {
+    if (!bar) return;
+    const parts = partCounts(counts);
+    for (const seg of $$(".seg", bar)) {
+      const n = parts[seg.dataset.seg] || 0;
+      seg.style.width = `${total ? Math.round((n / total) * 10000) / 100 : 0}%`;
+    }
+    const legend = statusLegend(counts);
+    bar.setAttribute("aria-valuenow", String((counts.succeeded || 0) + (counts.failed || 0) + (counts.cancelled || 0)));
+    bar.setAttribute("aria-valuetext", `${legend} of ${total}`);
+    bar.title = legend;
+    const text = bar.id && document.getElementById(`${bar.id}-legend`);
+    if (text) text.textContent = legend;
+  }
+
+  // Mirrors the `age` filter in web/views/__init__.py.
+  function relativeText(iso) {
+    const at = Date.parse(iso);
+    if (Number.isNaN(at)) return null;
+    const s = Math.floor((Date.now() - at) / 1000);
+    if (s < 5) return "just now";
+    if (s < 60) return `${s} s ago`;
+    if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+    if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+    return `${Math.floor(s / 86400)} d ago`;
+  }
+  const RELATIVE_EVERY_MS = 15000;
+  function renderRelativeTimes() {
+    for (const el of $$("time[data-relative]")) {
+      const text = relativeText(el.getAttribute("datetime"));
+      if (text && el.textContent !== text) el.textContent = text;
+    }
+  }
+
+  // A job's time left (#job-eta): its own throughput (finished items over the time since it
+  // started); before the first finishes, the history's seconds per item from the page (data-per-item).
+  function showRemaining(job) {
+    const eta = $("#job-eta");
+    const fact = $("#job-eta-fact");
+    if (!eta || !fact) return;
+    const held = $("#job-held");
+    // Finished; or held back (paused, a paused queue): no time left to tell.
+    if (FINAL.includes(job.status) || job.status === "paused" || (held && !held.hidden)) {
+      fact.hidden = true;
+      return;
+    }
+    const c = job.counts;
+    const left = c.pending + c.queued + c.running;
+    const done = c.succeeded + c.failed;
+    const started = job.started_at ? Date.parse(job.started_at) : NaN;
+    const perItem = eta.dataset.perItem === "" ? null : Number(eta.dataset.perItem);
+    let text;
+    if (left === 0) text = "finishing";
+    else if (done > 0 && !Number.isNaN(started) && Date.now() > started) {
+      text = `${formatSeconds((left * (Date.now() - started)) / 1000 / done)} left`;
+    } else if (perItem !== null) {
+      text = `${formatSeconds(Math.ceil(left / Math.max(1, c.running)) * perItem)} left (from past runs)`;
+    } else text = "time left: no measurements yet";
+    eta.textContent = text;
+    fact.hidden = false;
+  }
+  // The job page's counts as shown (for a job already finished when the page was rendered).
+  const countsShown = () =>
+    Object.fromEntries($$("[data-count]").map((li) => [li.dataset.count, Number($("span", li).textContent)]));
+
+  // The "Job started" banner (flash category job-start) says the job finished once it has.
+  function finishBanners(job) {
+    for (const banner of $$(".flash.job-start")) {
+      banner.textContent = `Job finished: ${statusLegend(job.counts)}.`;
+      banner.className = `flash ${job.counts.failed ? "flash-warning" : "flash-success"} job-finished`;
+    }
+    for (const note of [$("#job-held"), $("#job-waiting")]) if (note) note.hidden = true;
   }
 
   // --- selection across pages, kept for this browser tab ------------------------------------
@@ -95,6 +171,8 @@
       true,
     );
     for (const region of $$("[data-refresh]")) liveRegion(region, Number(region.dataset.refresh) * 1000);
+    renderRelativeTimes();
+    setInterval(renderRelativeTimes, RELATIVE_EVERY_MS);
   }
 
   // Re-render a server-rendered region in place: fetch this page again and swap the region's content.
@@ -248,14 +326,42 @@
       }
       const count = inputCount();
       const cost = perItemCost(value);
-      const time = engine.seconds_per_item === null ? null : engine.seconds_per_item * count;
       const images = `${count} image${count === 1 ? "" : "s"}`;
       let text;
       if (cost === null || cost === undefined) text = `Estimated cost: <strong>free</strong> (runs on our own GPUs) for ${images}`;
       else if (cost === 0) text = `Estimated cost: <strong>free</strong> for ${images}`;
       else text = `Estimated cost: <strong>${formatUsd(cost * count)}</strong> for ${images} at ${formatUsd(cost)} each`;
-      if (time !== null && count) text += ` · ${formatSeconds(time)} of processing`;
+      if (engine.simulated && cost) text += ` <span class="simulated-note">(simulated: no money is spent)</span>`;
       $("#estimate").innerHTML = text;
+      estimateTime(value, count);
+    };
+
+    // Time from measurement (GET /jobs/new/estimate): the engine's recent runs, scaled to the chosen
+    // parameters, over the queue's workers. Only the latest answer is shown.
+    const timeLine = $("#estimate-time");
+    let asked = 0;
+    let timer = null;
+    const estimateTime = (value, count) => {
+      clearTimeout(timer);
+      timer = setTimeout(async () => {
+        const mine = ++asked;
+        const params = new URLSearchParams({ engine: value, count: String(count) });
+        for (const field of $$(`[data-engine-params="${CSS.escape(value)}"] [data-param]`, form)) {
+          if (field.type === "checkbox") params.set(field.name, field.checked ? "1" : "0");
+          else params.set(field.name, field.value);
+        }
+        try {
+          const res = await fetch(`${timeLine.dataset.url}?${params}`, { headers: { Accept: "application/json" } });
+          const found = await res.json();
+          if (mine === asked) {
+            timeLine.textContent = found.text || found.error?.message || "";
+            timeLine.dataset.samples = String(found.samples ?? 0);
+            timeLine.dataset.totalS = found.total_s ?? "";
+          }
+        } catch {
+          if (mine === asked) timeLine.textContent = "Time: the estimate could not be fetched.";
+        }
+      }, 200);
     };
     form.addEventListener("change", update);
     form.addEventListener("input", update);
@@ -271,66 +377,82 @@
 
   // --- one job: live progress and items ----------------------------------------------------
 
-  function resultHtml(item) {
-    if (item.status === "succeeded") {
-      const outputs = item.outputs || [];
-      const type = (o) => o.content_type || "";
-      const video = outputs.find((o) => type(o).startsWith("video/"));
-      const overlay = outputs.find((o) => ["overlay", "preview"].includes(o.role) && type(o).startsWith("image/"));
-      const image = overlay || outputs.find((o) => type(o).startsWith("image/"));
-      let media = "";
-      if (video) media = `<video class="media" controls preload="metadata" src="${esc(video.url)}"></video>`;
-      else if (image) media = `<img class="media" src="${esc(image.url)}" alt="result of item ${item.index}" loading="lazy">`;
-      const links = outputs
-        .map((o) => {
-          const what = outputs.length > 1 ? ` ${esc(o.role || "result")}` : "";
-          return `<a class="button small" href="${esc(o.url)}" download data-download="${esc(o.role || "")}">Download${what}</a>`;
-        })
-        .join("");
-      return `${media}<div class="downloads">${links}</div>`;
-    }
-    if (item.status === "failed") return `<p class="error-text">${esc(item.error || "failed without a message")}</p>`;
-    if (item.status === "cancelled") return `<p class="muted">cancelled</p>`;
-    if (item.status === "pending" && item.error) return `<p class="muted">previous attempt: ${esc(item.error)}</p>`;
-    return `<p class="muted">—</p>`;
-  }
-
-  // The item's own prompt, else its job's (the API fills it in); concepts for a concepts provider.
-  function promptHtml(item) {
-    const text = item.prompt ? item.prompt : (item.prompts || []).join(", ");
-    return text ? `<span class="prompt-text" tabindex="0" title="${esc(text)}">${esc(text)}</span>` : `<span class="muted">—</span>`;
-  }
-
+  // An item's row is the server's (GET /jobs/<id>/rows: item_row in web/templates/_macros.html);
+  // this is only how the page tells that a row it shows is out of date (the row's data-sig).
   const signature = (item) => `${item.status}|${item.attempt}|${(item.outputs || []).length}|${item.error || ""}`;
 
-  function barHtml(fraction, label) {
-    const pct = Math.round((fraction || 0) * 1000) / 10;
-    return `<div class="bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${Math.round(pct)}" aria-label="${label}"><span style="width: ${pct}%"></span></div>`;
-  }
+  // --- results: a video played in its row or larger, segmentation layers, download menus -----
 
-  // Mirrors item_row in web/templates/_macros.html: keep the two in step.
-  function rowHtml(item, back, canChange, picked) {
-    // Only the job's owner or an admin gets the retry button (the server checks it again).
-    const retry = canChange && ["failed", "cancelled"].includes(item.status)
-      ? `<form method="post" action="/items/${esc(item.id)}/retry"><input type="hidden" name="csrf_token" value="${esc(csrfToken())}"><input type="hidden" name="back" value="${esc(back)}"><button type="submit" class="small">Retry</button></form>`
-      : "";
-    return (
-      `<tr id="item-${esc(item.id)}" data-item-id="${esc(item.id)}" data-sig="${esc(signature(item))}">` +
-      `<td data-label="" class="pick"><input type="checkbox" class="item-pick" name="items" value="${esc(item.id)}" form="download-selected" aria-label="Select item ${item.index}"${picked.has(item.id) ? " checked" : ""}></td>` +
-      `<td data-label="#" class="num">${item.index}</td>` +
-      `<td data-label="Input"><img class="thumb" src="${esc(thumbUrl(item.input_key))}" alt="input ${item.index}" loading="lazy" width="64" height="64"></td>` +
-      `<td data-label="Prompt" class="prompt">${promptHtml(item)}</td>` +
-      `<td data-label="Status" class="status-cell"><span class="badge s-${esc(item.status)}">${esc(item.status)}</span>${item.status === "running" ? barHtml(item.progress, "item progress") : ""}</td>` +
-      `<td data-label="Attempt" class="num">${item.attempt} of ${item.max_attempts}</td>` +
-      `<td data-label="Worker" class="worker">${esc(item.worker || "—")}</td>` +
-      `<td data-label="Duration" class="num">${formatDuration(item.duration_ms)}</td>` +
-      `<td data-label="Result" class="result">${resultHtml(item)}</td>` +
-      `<td data-label="" class="actions">${retry}</td></tr>`
+  function setupResults() {
+    let viewer = null;
+    const openViewer = (source) => {
+      if (!viewer) {
+        viewer = document.createElement("dialog");
+        viewer.className = "viewer";
+        viewer.innerHTML =
+          '<form method="dialog" class="viewer-bar"><span class="viewer-title"></span>' +
+          '<button type="submit" class="small">Close</button></form><video controls playsinline></video>';
+        viewer.addEventListener("close", () => {
+          const video = $("video", viewer);
+          video.pause();
+          video.removeAttribute("src");
+          video.load();
+        });
+        // A click on the backdrop (outside the video and its bar) closes it too.
+        viewer.addEventListener("click", (event) => {
+          if (event.target === viewer) viewer.close();
+        });
+        document.body.append(viewer);
+      }
+      const video = $("video", viewer);
+      if (source.poster) video.poster = source.poster;
+      else video.removeAttribute("poster");
+      video.src = source.currentSrc || source.src;
+      $(".viewer-title", viewer).textContent = source.getAttribute("aria-label") || "";
+      source.pause();
+      viewer.showModal();
+      video.play().catch(() => {});
+    };
+    document.addEventListener("click", (event) => {
+      const play = event.target.closest("[data-play]");
+      if (play) {
+        // Played where it is; the browser's own controls (pause, seek, full screen) from then on.
+        const video = $("video", play.closest("[data-player]"));
+        video.controls = true;
+        play.hidden = true;
+        video.play().catch(() => {
+          play.hidden = false;
+        });
+        return;
+      }
+      const enlarge = event.target.closest("[data-enlarge]");
+      if (enlarge) {
+        const video = $("[data-player] video", enlarge.closest("td"));
+        if (video) openViewer(video);
+        return;
+      }
+      // One download menu open at a time; a click elsewhere closes it.
+      for (const menu of $$("details[data-menu][open]")) if (!menu.contains(event.target)) menu.open = false;
+    });
+    // Media events do not bubble: listen on the way down.
+    document.addEventListener(
+      "ended",
+      (event) => {
+        const play = event.target.closest && $("[data-play]", event.target.closest("[data-player]") || undefined);
+        if (play) play.hidden = false;
+      },
+      true,
     );
+    document.addEventListener("change", (event) => {
+      const box = event.target;
+      if (!box.dataset || box.dataset.layerToggle === undefined) return;
+      const layer = $(`.seg-layer[data-layer="${CSS.escape(box.dataset.layerToggle)}"]`, box.closest("[data-seg]"));
+      if (layer) layer.hidden = !box.checked;
+    });
   }
 
   // Ticked item rows and "Download selected": a zip of those items (GET .../download?items=a,b).
-  // Rows are re-rendered from JSON as items change, so the ticks live in a Set that rowHtml reads.
+  // Rows are swapped for the server's as items change: the ticks live in a Set the new rows are ticked from.
   function setupPicking() {
     const picked = new Set();
     const form = $("#download-selected");
@@ -397,37 +519,113 @@
     const canChange = summary.dataset.canChange === "1";
     if (summary.dataset.clearSelection) Selection.clear();
     const picked = setupPicking();
+    setupResults();
 
-    const freshRow = (item) => {
-      const holder = document.createElement("tbody");
-      holder.innerHTML = rowHtml(item, back, canChange, picked);
-      return holder.firstElementChild;
+    // Rows that changed are fetched again from the server, a batch at a time, one request at a time
+    // (changes that arrive meanwhile go in the next): the rows never go back to an older state.
+    let order = $$("#items tbody tr[data-item-id]").map((row) => row.dataset.itemId);
+    const stale = new Set();
+    const place = (fresh) => {
+      const id = fresh.dataset.itemId;
+      const row = document.getElementById(`item-${id}`);
+      if (row) {
+        // Its cells are swapped in place, all but the tick box and the prompt: the prompt never
+        // changes, and one the user opened (focused) stays open while the item runs and finishes.
+        const cells = Array.from(row.children);
+        Array.from(fresh.children).forEach((cell, i) => {
+          if (!cell.classList.contains("prompt") && !cell.classList.contains("pick")) cells[i].replaceWith(cell);
+        });
+        row.dataset.sig = fresh.dataset.sig;
+        return;
+      }
+      const at = order.indexOf(id);
+      if (at < 0) return; // no longer on this page
+      const box = $(".item-pick", fresh);
+      if (box) box.checked = picked.has(id);
+      const tbody = $("#items tbody");
+      const before = order.slice(0, at).reverse().map((other) => document.getElementById(`item-${other}`)).find(Boolean);
+      if (before) before.after(fresh);
+      else tbody.prepend(fresh);
     };
-    // A changed item's cells are swapped in place, all but its prompt: the prompt never changes,
-    // and one the user opened (focused) stays open while the item runs and finishes.
+    const drain = async () => {
+      while (stale.size) {
+        const ids = Array.from(stale).slice(0, 100);
+        for (const id of ids) stale.delete(id);
+        const params = new URLSearchParams({ ids: ids.join(","), back });
+        let html = null;
+        let status = 0;
+        try {
+          const res = await fetch(`/jobs/${encodeURIComponent(jobId)}/rows?${params}`, {
+            headers: { Accept: "text/html" },
+            cache: "no-store",
+          });
+          if (res.redirected && new URL(res.url).pathname === "/login") {
+            note.textContent = "Your session has ended: reload the page to sign in again.";
+            return;
+          }
+          status = res.status;
+          if (res.ok) html = await res.text();
+        } catch {
+          status = 0;
+        }
+        if (status === 0 || status >= 500) {
+          // Offline or failing for a moment: ask again shortly; the page goes on meanwhile.
+          for (const id of ids) stale.add(id);
+          setTimeout(fetchRows, 2000);
+          return;
+        }
+        if (html === null) continue;
+        const holder = document.createElement("tbody");
+        holder.innerHTML = html;
+        for (const fresh of $$("tr[data-item-id]", holder)) place(fresh);
+        picked.refresh();
+      }
+    };
+    // Resolves once the rows asked for so far are in (or could not be had this time).
+    let draining = null;
+    const fetchRows = () => {
+      if (!draining) {
+        draining = drain().finally(() => {
+          draining = null;
+        });
+      }
+      return draining;
+    };
+    // A row the page shows is brought up to date: its bar moves at once; anything else about it
+    // (status, attempt, results, error) is fetched again.
     const updateRow = (row, item) => {
-      if (row.dataset.sig === signature(item)) {
+      if (row && row.dataset.sig === signature(item)) {
         const fill = item.status === "running" && $(".status-cell .bar > span", row);
         if (fill) fill.style.width = `${Math.round(item.progress * 1000) / 10}%`;
         return;
       }
-      const fresh = freshRow(item);
-      const cells = Array.from(row.children);
-      Array.from(fresh.children).forEach((cell, i) => {
-        if (!cell.classList.contains("prompt")) cells[i].replaceWith(cell);
-      });
-      row.dataset.sig = fresh.dataset.sig;
+      stale.add(item.id);
     };
 
     let failures = 0;
+    // A snapshot of the job: its rows first (changed ones fetched from the server), then what the
+    // page says about the whole job, so the two agree (a job shown finished shows its rows finished).
+    let latest = null;
     const apply = (job) => {
+      latest = job;
+      const tbody = $("#items tbody");
+      if (tbody && job.items) {
+        order = job.items.map((item) => item.id);
+        const seen = new Set(order);
+        for (const item of job.items) updateRow(document.getElementById(`item-${item.id}`), item);
+        for (const row of $$("tr[data-item-id]", tbody)) if (!seen.has(row.dataset.itemId)) row.remove();
+        picked.refresh();
+      }
+      fetchRows().then(() => {
+        if (latest === job) applySummary(job);
+      });
+    };
+    const applySummary = (job) => {
       $("#job-status").innerHTML = `<span class="badge s-${esc(job.status)}">${esc(job.status)}</span>`;
-      const pct = Math.round(job.progress * 1000) / 10;
-      const bar = $("#job-bar");
-      bar.className = `bar big s-${job.status}`;
-      $("span", bar).style.width = `${pct}%`;
-      bar.setAttribute("aria-valuenow", String(Math.round(pct)));
+      applyStatusBar($("#job-bar"), job.counts, job.total);
       $("#job-percent").textContent = `${Math.round(job.progress * 100)}%`;
+      showRemaining(job);
+      if (FINAL.includes(job.status)) finishBanners(job);
       for (const [status, n] of Object.entries(job.counts)) {
         const cell = $(`[data-count="${status}"] span`);
         if (cell) cell.textContent = String(n);
@@ -446,24 +644,6 @@
           (when === "succeeded" && job.counts.succeeded > 0)
         );
       }
-      const tbody = $("#items tbody");
-      if (!tbody || !job.items) return;
-      const seen = new Set();
-      let previous = null;
-      for (const item of job.items) {
-        seen.add(item.id);
-        let row = document.getElementById(`item-${item.id}`);
-        if (!row) {
-          row = freshRow(item);
-          if (previous) previous.after(row);
-          else tbody.prepend(row);
-        } else {
-          updateRow(row, item);
-        }
-        previous = row;
-      }
-      for (const row of $$("tr[data-item-id]", tbody)) if (!seen.has(row.dataset.itemId)) row.remove();
-      picked.refresh();
     };
 
     const poll = async () => {
@@ -502,15 +682,13 @@
         const row = document.getElementById(`item-${item.id}`);
         if (row) updateRow(row, item);
       }
+      fetchRows();
     };
     const showProgress = (progress) => {
       for (const [id, fraction] of Object.entries(progress.items)) {
         const fill = $(`#item-${CSS.escape(id)} .status-cell .bar > span`);
         if (fill) fill.style.width = `${Math.round(fraction * 1000) / 10}%`;
       }
-      const pct = Math.round(progress.progress * 1000) / 10;
-      $("span", $("#job-bar")).style.width = `${pct}%`;
-      $("#job-bar").setAttribute("aria-valuenow", String(Math.round(pct)));
       $("#job-percent").textContent = `${Math.round(progress.progress * 100)}%`;
     };
 
@@ -554,7 +732,10 @@
     };
 
     const status = $("#job-status .badge")?.textContent.trim();
-    if (FINAL.includes(status)) return;
+    if (FINAL.includes(status)) {
+      finishBanners({ status, counts: countsShown() });
+      return;
+    }
     // A filtered list (item_status) changes membership as items move: that view keeps polling.
     if (window.EventSource && !itemStatus) stream();
     else setTimeout(poll, 1000);

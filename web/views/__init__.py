@@ -23,8 +23,10 @@ MEMBER_ENDPOINTS = frozenset(
         "admin.thumbnail",
         "admin.new_job",
         "admin.new_job_prompts",
+        "admin.new_job_estimate",
         "admin.jobs",
         "admin.job_page",
+        "admin.job_rows",
         "admin.job_events",
         "admin.cancel_job",
         "admin.pause_job",
@@ -135,4 +137,4 @@ def percent(value: float | None) -> str:
     return f"{(value or 0) * 100:.0f}%"
 
 
-from web.views import account, dashboard, images, jobs, users, workers  # noqa: E402,F401 - routes register on bp
+from web.views import account, dashboard, images, job_rows, jobs, users, workers  # noqa: E402,F401 - routes register on bp
