@@ -210,6 +210,19 @@ def check_layout(page: Any, where: str) -> None:
           .map((el) => `${el.className}: ${el.scrollWidth} > ${el.clientWidth}`)"""
     )
     assert not spilled, f"{where}: content wider than its box: {spilled}"
+    # A table shown as cards on a phone labels each cell with a ::before (no element of its own):
+    # the cell's text must start past the label, or the two are drawn over each other.
+    covered = page.evaluate(
+        """() => Array.from(document.querySelectorAll('.cards td[data-label]:not([data-label=""])'))
+          .filter((td) => td.offsetParent !== null)
+          .filter((td) => {
+            const label = getComputedStyle(td, '::before');
+            if (label.content === 'none' || label.position !== 'absolute') return false;
+            return parseFloat(getComputedStyle(td).paddingLeft) < parseFloat(label.width);
+          })
+          .map((td) => `${td.closest('table').className} td[data-label=${td.dataset.label}]`)"""
+    )
+    assert not covered, f"{where}: card labels drawn over the cell's text: {sorted(set(covered))}"
 
 
 def screenshots(page: Any, name: str, full_page: bool = True) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import html
 import re
+from typing import Any
 
+import pytest
 import requests
 
 from tests.conftest import System
@@ -41,3 +43,18 @@ def test_a_name_is_required(admin: Browser) -> None:
     csrf = admin.token("/worker-tokens")
     page = admin.post("/worker-tokens", data={"csrf_token": csrf, "name": "  "})
     assert page.status_code == 400 and "needs a name" in page.text
+
+
+@pytest.mark.browser
+def test_the_page_in_a_browser_shows_a_new_token_once(page: Any) -> None:
+    from tests.web.conftest import screenshots
+
+    page.goto("/worker-tokens")
+    page.fill('input[name="name"]', "browser-host-3")
+    page.click('button:text("Create")')
+    token = page.locator("#new-worker-token").inner_text()
+    assert token.startswith("bgw_")
+    assert page.locator('[data-worker-token="browser-host-3"]').count() == 1
+    screenshots(page, "worker-tokens")
+    page.goto("/worker-tokens")
+    assert token not in page.content(), "the token is shown only once"
