@@ -19,6 +19,7 @@ from bench import (
     backlog,
     bulk_submit,
     duty,
+    estimate,
     fairness,
     folder_submit,
     overhead,
@@ -47,6 +48,7 @@ BENCHMARKS = {
     "streams": streams,
     "webhooks": webhooks,
     "ui_drop": ui_drop,
+    "estimate": estimate,
 }
 
 

@@ -4,7 +4,6 @@ relative times that follow the job, waiting reasons, and time estimates from mea
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -147,15 +146,12 @@ def _estimate(admin: Browser, count: int, steps: int) -> dict[str, Any]:
     return r.json()
 
 
-def _seconds(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()
-
-
-def test_the_estimate_for_a_wan_job_comes_within_half_of_its_run(
+def test_the_wan_estimate_is_learnt_from_measured_items_and_scales_with_the_parameters(
     page: Any, ui: System, admin: Browser
 ) -> None:
-    """Ten WAN items (tiny pipeline on CPU) at two step counts, then three at twice the larger:
-    the New job page's estimate, made before, is within ±50 % of the job's measured run."""
+    """Ten WAN items (tiny pipeline on CPU) at two step counts, then the estimate for three at twice
+    the larger: from the history, scaled by the work the parameters ask for. Whether it comes true
+    (within ±50 % of the measured run) is a timing figure: bench/estimate.py measures it."""
     keys = ui.api.upload(photos(3, seed=35))
     before = _estimate(admin, 3, 40)
     if before["samples"] == 0:  # no WAN item ran yet in this system: no figure, and it says so
@@ -170,18 +166,12 @@ def test_the_estimate_for_a_wan_job_comes_within_half_of_its_run(
     found = _estimate(admin, 3, 40)
     assert found["samples"] >= 10 and found["lanes"] >= 1, found
     assert "(simulated)" not in found["text"]
-    job = ui.api.submit(keys, provider="wan_local", params={"steps": 40, "num_frames": 9})
-    done = ui.api.wait(job["id"], timeout=300)
-    assert done["status"] == "succeeded", [i["error"] for i in done["items"]]
-    measured = _seconds(done["finished_at"]) - _seconds(done["created_at"])
-    ran = sum(i["duration_ms"] for i in done["items"]) / 1000
-    print(
-        f"\nWAN 3 items at 40 steps: estimate {found['total_s']:.2f} s "
-        f"({found['per_item_s']:.3f} s/item, p10-p90 {found['per_item_low_s']:.3f}-{found['per_item_high_s']:.3f}, "
-        f"{found['samples']} runs, {found['lanes']} lane(s)); measured {measured:.2f} s wall, "
-        f"{ran:.2f} s of item runs"
-    )
-    assert 0.5 * found["total_s"] <= measured <= 1.5 * found["total_s"], (found, measured)
+    # Three items on the lanes there are: whole rounds of the per-item time.
+    rounds = -(-3 // found["lanes"])
+    assert found["total_s"] == pytest.approx(rounds * found["per_item_s"], rel=0.01), found
+    # More work per item, a longer estimate; the same history answers both.
+    fewer = _estimate(admin, 3, 2)
+    assert fewer["samples"] == found["samples"] and fewer["per_item_s"] < found["per_item_s"], (fewer, found)
 
     # The New job page shows it, with the chosen parameters.
     page.goto("/jobs/new")
