@@ -218,7 +218,11 @@ def check_layout(page: Any, where: str) -> None:
           .filter((td) => {
             const label = getComputedStyle(td, '::before');
             if (label.content === 'none' || label.position !== 'absolute') return false;
-            return parseFloat(getComputedStyle(td).paddingLeft) < parseFloat(label.width);
+            const cell = getComputedStyle(td);
+            // Beside the label, or below it (a cell that starts its content under its label).
+            const beside = parseFloat(cell.paddingLeft) < parseFloat(label.width);
+            const below = parseFloat(cell.paddingTop) >= parseFloat(label.top) + 1.2 * parseFloat(label.fontSize);
+            return beside && !below;
           })
           .map((td) => `${td.closest('table').className} td[data-label=${td.dataset.label}]`)"""
     )
