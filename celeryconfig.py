@@ -60,29 +60,13 @@ task_queue_max_priority = 10
 timezone = "UTC"
 enable_utc = True
 
+# Periodic control work only; the report appliers, the window filler and the webhook sender run
+# as threads of the control worker (tasks/control_loops.py), not as a task a second.
 beat_schedule = {
-    # Makes sure a report applier runs (each run also queues its successor).
-    "apply-reports": {
-        "task": "control.apply_reports",
-        "schedule": 1.0,
-        "options": {"expires": 2},
-    },
     "reconcile": {
         "task": "control.reconcile",
         "schedule": _s.reconcile_interval_s,
         "options": {"expires": 60},
-    },
-    # Tops up each queue's window of messages from Postgres (the applier does it after each batch).
-    "fill-windows": {
-        "task": "control.fill_windows",
-        "schedule": 1.0,
-        "options": {"expires": 2},
-    },
-    # Claims due webhook deliveries and hands them to the control process's sender pool.
-    "send-webhooks": {
-        "task": "control.send_webhooks",
-        "schedule": 1.0,
-        "options": {"expires": 2},
     },
     "retention": {
         "task": "control.retention",

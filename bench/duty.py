@@ -35,9 +35,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from app.stack import free_port, wait_port
 from app.storage import LocalStorage, S3Storage, Storage
 from bench.common import ROOT, Context, emit, main_for, note, png_bytes, system
+from bulkgen_stack.processes import free_port, wait_port
 
 BENCH = "duty"
 STORAGES = ("local", "s3_loopback", "s3_40ms")

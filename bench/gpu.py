@@ -11,7 +11,7 @@ What it does, unattended and offline (models are built here, nothing is download
    `--models-dir` (var/realsize, kept: a second run reuses them). With `--a14b`, also Wan 2.2
    I2V A14B (two 14 B transformers) when the disk and the GPU have room for it.
 2. Starts a system (`bench.common`: web, control worker) and one GPU worker at a time with the
-   normal worker command (`celery -A tasks worker -Q sam3`, `-Q wan_local`, via `app.stack`),
+   normal worker command (`celery -A tasks worker -Q sam3`, `-Q wan_local`, via `bulkgen_stack`),
    pinned to one GPU (CUDA_VISIBLE_DEVICES), models preloaded, SAM3_MODEL / WAN_MODEL pointing at
    the built models, and submits jobs through the HTTP API.
 3. Records: the worker's model load time (its own log line) and start-to-ready time; SAM3 images

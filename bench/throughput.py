@@ -21,7 +21,6 @@ from typing import Any
 import requests
 from celery.result import ResultSet
 
-from app.stack import free_port, wait_port
 from bench.bare import QUEUE as BARE_QUEUE
 from bench.bare import make_app
 from bench.common import (
@@ -39,6 +38,7 @@ from bench.common import (
     system,
 )
 from bench.dbqueue import create_schema
+from bulkgen_stack.processes import free_port, wait_port
 
 BENCH = "throughput"
 

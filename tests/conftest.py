@@ -20,8 +20,8 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from app.stack import Stack, free_port
 from app.storage import LocalStorage
+from bulkgen_stack.processes import Stack, free_port
 from tests.support import Api
 
 # Short leases and a fast reconciler so recovery happens within a test's patience.

@@ -1,8 +1,9 @@
 """Sending webhook deliveries from the control side.
 
-`Sender.tick()` runs every second on the control worker (beat). It claims the deliveries that are
-due, one per job at a time and oldest first (so a job's events arrive in order), and hands them to
-a thread pool; the tick itself returns at once, so a slow receiver never holds up the control queue.
+`Sender.tick()` runs every second in the control worker (its webhook sender thread). It claims the
+deliveries that are due, one per job at a time and oldest first (so a job's events arrive in order),
+and hands them to a thread pool; the tick itself returns at once, so a slow receiver never holds up
+the other control work.
 A claim is a lease written to the row (`next_attempt_at` moved past the request's timeout): if the
 process dies mid-request the delivery comes due again and is sent with the same `webhook-id`.
 

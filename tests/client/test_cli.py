@@ -28,7 +28,7 @@ BULKGEN = Path(sys.executable).parent / "bulkgen"
 
 
 def submit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`bulkgen submit ARGS` through the installed console script (app.stack:main)."""
+    """`bulkgen submit ARGS` through the installed console script (bulkgen_stack.cli:main)."""
     full = {k: v for k, v in os.environ.items() if k not in ("BULKGEN_URL", "BULKGEN_TOKEN")}
     # The checkout first: an editable install made before bulkgen_client existed does not map it.
     full["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)

@@ -42,10 +42,10 @@ def test_client_imports_none_of_the_server() -> None:
 
 
 def test_bulkgen_submit_dispatches_before_the_server_is_imported() -> None:
-    """`bulkgen submit` goes through app.stack:main (the console script) and still loads none of it."""
+    """`bulkgen submit` goes through bulkgen_stack.cli:main (the console script) and still loads none of it."""
     code = (
         "import json, sys\n"
-        "from app.stack import main\n"
+        "from bulkgen_stack.cli import main\n"
         "try:\n"
         "    main(['submit', '--help'])\n"
         "except SystemExit as exc:\n"
@@ -56,7 +56,9 @@ def test_bulkgen_submit_dispatches_before_the_server_is_imported() -> None:
     assert "usage: bulkgen submit PROVIDER PATH" in r.stdout
     modules = json.loads(r.stderr)
     assert "bulkgen_client.cli" in modules
-    assert [m for m in modules if m.split(".")[0] in HEAVY and m not in ("app", "app.stack")] == []
+    assert [
+        m for m in modules if m.split(".")[0] in HEAVY and m not in ("bulkgen_stack", "bulkgen_stack.cli")
+    ] == []
 
 
 def test_csv_rows_with_prompt_item_fields_and_params() -> None:

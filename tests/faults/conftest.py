@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from app.stack import free_port
+from bulkgen_stack.processes import free_port
 from tests.conftest import System, SystemFactory
 
 RESULTS = Path(os.environ.get("RELIABILITY_OUT", "artifacts/reliability.jsonl"))

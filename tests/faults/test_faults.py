@@ -16,7 +16,7 @@ from kombu import Connection, Exchange, Queue
 from kombu.common import ignore_errors
 
 from app.coordination import lease_key
-from app.stack import Stack, free_port
+from bulkgen_stack.processes import Stack, free_port
 from providers.runway_sim import RunwaySimServer
 from tasks.consumer import close_lost_channels
 from tests.conftest import System, SystemFactory

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from app.stack import Proc
+from bulkgen_stack.processes import Proc
 from tests.conftest import System, SystemFactory, dump_logs
 from tests.ops.helpers import wait_for_epoch
 from tests.support import distinct_pngs

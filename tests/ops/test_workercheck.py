@@ -1,4 +1,4 @@
-"""`python -m app.workercheck`: the worker health check, run with a GPU host's environment (no database)."""
+"""`python -m bulkgen_stack.workercheck`: the worker health check, run with a GPU host's environment (no database)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.stack import free_port
+from bulkgen_stack.processes import free_port
 from tests.conftest import System
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +18,7 @@ def workercheck(system: System, *args: str, env: dict[str, str] | None = None) -
     environment = system.stack.worker_env("wan_local", env)
     assert "DATABASE_URL" not in environment
     return subprocess.run(
-        [sys.executable, "-m", "app.workercheck", *args],
+        [sys.executable, "-m", "bulkgen_stack.workercheck", *args],
         env=environment,
         cwd=ROOT,
         capture_output=True,

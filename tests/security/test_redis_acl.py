@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.stack import free_port, wait_port
+from bulkgen_stack.processes import free_port, wait_port
 from providers.runway_sim import RunwaySimServer
 from tests.conftest import System, SystemFactory
 from tests.support import distinct_pngs
@@ -304,13 +304,13 @@ def test_gpu_host_cannot_shut_the_fleet_down(acl_system: System, acl_redis: AclR
 
 
 def test_health_check_as_gpu_host_reads_the_announcements(acl_system: System, acl_redis: AclRedis) -> None:
-    """The image's HEALTHCHECK (`python -m app.workercheck --this-host`) as `gpu-host`: no broadcast
+    """The image's HEALTHCHECK (`python -m bulkgen_stack.workercheck --this-host`) as `gpu-host`: no broadcast
     allowed, so this host's workers' announcements answer."""
 
     def workercheck(*args: str, url: str) -> subprocess.CompletedProcess:
         env = acl_system.stack.worker_env("wan_local", {"REDIS_URL": url})
         return subprocess.run(
-            [sys.executable, "-m", "app.workercheck", *args],
+            [sys.executable, "-m", "bulkgen_stack.workercheck", *args],
             env=env,
             cwd=ROOT,
             capture_output=True,

@@ -19,7 +19,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from app.stack import ensure_admin
+from bulkgen_stack.accounts import ensure_admin
 from tests.conftest import System, SystemFactory
 from tests.support import Api, distinct_pngs
 from tests.web.conftest import Browser

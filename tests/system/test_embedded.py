@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.stack import free_port
+from bulkgen_stack.processes import free_port
 from tests.support import png_bytes
 
 
@@ -35,7 +35,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory):
         [
             sys.executable,
             "-m",
-            "app.stack",
+            "bulkgen_stack",
             "up",
             "--var",
             str(var),

