@@ -7,15 +7,59 @@ storage under var/storage, tiny demo models and a local Runway-compatible server
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from providers.registry import ProviderSettings
+from providers.registry import ProviderSettings, provider_queues
 
-QUEUES = ("wan_local", "runway", "sam3", "control")
+
+def provider_modules(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """BULKGEN_PROVIDERS: modules of providers beyond the built-in ones, comma-separated (each
+    registers its providers when imported; every process imports them: web, control, workers).
+    `env`: another process's environment (the process harness), else this one's."""
+    raw = (os.environ if env is None else env).get("BULKGEN_PROVIDERS") or ""
+    return tuple(name.strip() for name in raw.split(",") if name.strip())
+
+
+# The registered providers' queues, then the control side's own.
+QUEUES = (*provider_queues(provider_modules()), "control")
+
+
+@dataclass(frozen=True)
+class RoutingRule:
+    """Send a new job of `from_provider` to `to_provider` (its model `to_model`; None: its default)
+    when the source queue has no worker online (`when_no_worker`) or holds more than
+    `when_waiting_over` items waiting. A job the target refuses stays where it was sent."""
+
+    from_provider: str
+    to_provider: str
+    to_model: str | None = None
+    when_no_worker: bool = True
+    when_waiting_over: int | None = None
+
+    @classmethod
+    def parse(cls, value: dict) -> RoutingRule:
+        """One rule of ROUTING_RULES: {"from": "a", "to": "b:model", "when_no_worker": true,
+        "when_waiting_over": 50}."""
+        unknown = sorted(set(value) - {"from", "to", "when_no_worker", "when_waiting_over"})
+        if unknown or not isinstance(value.get("from"), str) or not isinstance(value.get("to"), str):
+            raise ValueError(
+                f"ROUTING_RULES: a rule needs 'from' and 'to' (unknown keys: {unknown}): {value}"
+            )
+        to_provider, _, to_model = value["to"].partition(":")
+        waiting = value.get("when_waiting_over")
+        return cls(
+            from_provider=value["from"],
+            to_provider=to_provider,
+            to_model=to_model or None,
+            when_no_worker=bool(value.get("when_no_worker", True)),
+            when_waiting_over=None if waiting is None else int(waiting),
+        )
 
 
 def env_str(name: str, default: str | None = None) -> str | None:
@@ -96,11 +140,10 @@ class Settings:
     s3_max_pool_connections: int
     providers: ProviderSettings
     default_provider: str
-    # Route new wan_local jobs to this Runway model when WAN is overloaded or offline (None: never).
-    wan_fallback_model: str | None
-    wan_fallback_queue_length: int
-    # Runway items wait (stay pending) once today's spend reaches this (None: no cap).
-    runway_daily_cap_usd: float | None
+    # Where new jobs go instead of the provider asked for, and when (app/services/policy.py).
+    routing_rules: tuple[RoutingRule, ...]
+    # Items of billed providers wait (stay pending) once today's spend reaches this (None: no cap).
+    daily_spend_cap_usd: float | None
     max_attempts: int
     lease_ttl_s: int
     heartbeat_s: float
@@ -215,6 +258,7 @@ def load_settings() -> Settings:
     # (a loopback server is the simulator) unless RUNWAY_SIMULATED says otherwise.
     simulated = env_bool("RUNWAY_SIMULATED", _is_loopback(runway_base))
     providers = ProviderSettings(
+        modules=provider_modules(),
         enable_echo=env_bool("ENABLE_ECHO_PROVIDER", embedded_redis),
         wan_model=env_str("WAN_MODEL"),
         sam3_model=env_str("SAM3_MODEL"),
@@ -250,9 +294,11 @@ def load_settings() -> Settings:
         s3_max_pool_connections=env_int("S3_MAX_POOL_CONNECTIONS", 16),
         providers=providers,
         default_provider=env_str("DEFAULT_PROVIDER", "wan_local") or "wan_local",
-        wan_fallback_model=env_str("WAN_FALLBACK_MODEL"),
-        wan_fallback_queue_length=env_int("WAN_FALLBACK_QUEUE_LENGTH", 50),
-        runway_daily_cap_usd=float(cap) if (cap := env_str("RUNWAY_DAILY_CAP_USD")) else None,
+        routing_rules=_routing_rules(),
+        # DAILY_SPEND_CAP_USD, or its first name from when Runway was the only billed provider.
+        daily_spend_cap_usd=(
+            float(cap) if (cap := env_str("DAILY_SPEND_CAP_USD", env_str("RUNWAY_DAILY_CAP_USD"))) else None
+        ),
         max_attempts=env_int("MAX_ATTEMPTS", 3),
         lease_ttl_s=env_int("LEASE_TTL_S", 60),
         heartbeat_s=env_float("HEARTBEAT_S", 0.0) or env_int("LEASE_TTL_S", 60) / 4,
@@ -298,6 +344,33 @@ def load_settings() -> Settings:
         user_max_in_flight=env_int("USER_MAX_IN_FLIGHT", 0) or None,
         user_max_in_flight_per_queue=_per_queue(env_str("USER_MAX_IN_FLIGHT_PER_QUEUE")),
     )
+
+
+def _routing_rules() -> tuple[RoutingRule, ...]:
+    """ROUTING_RULES (a JSON list of rules), then the WAN fallback said the short way:
+    WAN_FALLBACK_MODEL (a Runway model) and WAN_FALLBACK_QUEUE_LENGTH (items waiting, default 50)."""
+    rules = []
+    raw = env_str("ROUTING_RULES")
+    if raw:
+        try:
+            parsed = json.loads(raw)
+        except ValueError as exc:
+            raise ValueError(f"ROUTING_RULES is not JSON: {exc}") from None
+        if not isinstance(parsed, list) or not all(isinstance(r, dict) for r in parsed):
+            raise ValueError("ROUTING_RULES must be a JSON list of objects")
+        rules = [RoutingRule.parse(r) for r in parsed]
+    fallback_model = env_str("WAN_FALLBACK_MODEL")
+    if fallback_model:
+        rules.append(
+            RoutingRule(
+                from_provider="wan_local",
+                to_provider="runway",
+                to_model=fallback_model,
+                when_no_worker=True,
+                when_waiting_over=env_int("WAN_FALLBACK_QUEUE_LENGTH", 50),
+            )
+        )
+    return tuple(rules)
 
 
 def _per_queue(raw: str | None) -> dict[str, int]:

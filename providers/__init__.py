@@ -1,4 +1,4 @@
-"""Providers: one module per way of turning an image into results, and a registry.
+"""Providers: one module per way of turning an image into results, each registering itself.
 
 Nothing here imports the rest of the project; heavy libraries (torch, diffusers,
 transformers) are imported inside `load`/`run` only.
@@ -19,7 +19,14 @@ from providers.base import (
     RunContext,
     RunResult,
 )
-from providers.registry import ProviderSettings, build_registry, get_provider
+from providers.registry import (
+    ProviderSettings,
+    build_registry,
+    get_provider,
+    provider_classes,
+    provider_queues,
+    register,
+)
 
 __all__ = [
     "BatchEntry",
@@ -38,4 +45,7 @@ __all__ = [
     "RunResult",
     "build_registry",
     "get_provider",
+    "provider_classes",
+    "provider_queues",
+    "register",
 ]

@@ -163,6 +163,28 @@ class Provider(abc.ABC):
     # Longest prompt (and longest concept of `prompts`) taken at submission, in characters. Each
     # provider sets its own from what its model or API reads; this default is Runway's documented limit.
     max_prompt_chars: int = 1000
+    # Items run on a GPU: a worker that consumes only GPU queues runs one lane per device.
+    gpu: bool = False
+    # Each run costs money: its estimated cost (`cost`) counts against the daily spending cap.
+    billed: bool = False
+    # Its figures (times, costs) come from a simulated service, not the real one.
+    simulated: bool = False
+    # How a worker of this queue runs: its Celery pool and concurrency (None: the worker's own choice;
+    # GPU queues run lanes), and the environment variables only this queue's workers may hold.
+    worker_pool: str | None = None
+    worker_concurrency: int | None = None
+    secret_env: tuple[str, ...] = ()
+
+    @classmethod
+    def enabled(cls, settings: Any) -> bool:
+        """Whether this deployment offers the provider (`settings`: the registry's ProviderSettings).
+        Heavy libraries are the workers' business (imported in `load`): do not check them here, or a
+        web host without torch could not take the provider's jobs."""
+        return True
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Provider:
+        return cls()
 
     @abc.abstractmethod
     def models(self) -> list[ModelInfo]: ...
@@ -211,6 +233,13 @@ class Provider(abc.ABC):
     def check(self, spec: JobSpec) -> JobSpec:
         """Cross-field rules beyond the per-parameter schema; override as needed."""
         return spec
+
+    def cost(self, model: str, params: dict[str, Any]) -> float:
+        """Estimated cost in USD of one item of `model` with these (validated) parameters."""
+        for m in self.models():
+            if m.name == model:
+                return float(m.cost_per_item_usd or 0.0)
+        return 0.0
 
     def work(self, params: dict[str, Any]) -> float:
         """How much work an item with these parameters is, in the provider's own units: estimates

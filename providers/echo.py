@@ -2,6 +2,7 @@
 
 Used by system tests, benchmarks and operators checking that a new host receives
 work. `queue` sends its items to any provider queue so every worker can be reached.
+Off unless the settings enable it (production offers it only where ENABLE_ECHO_PROVIDER says).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from providers.base import (
     FatalError,
@@ -21,8 +23,7 @@ from providers.base import (
     RunResult,
 )
 from providers.base import OutputFile as Output
-
-PROVIDER_QUEUES = ["wan_local", "runway", "sam3"]
+from providers.registry import register, registered_queues
 
 
 class EchoProvider(Provider):
@@ -42,6 +43,14 @@ class EchoProvider(Provider):
         # A model load to rehearse with: as slow as a real one, or failing as a broken one does.
         self.load_delay_s = load_delay_s
         self.load_error = load_error
+
+    @classmethod
+    def enabled(cls, settings: Any) -> bool:
+        return bool(settings.enable_echo)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> EchoProvider:
+        return cls(settings.echo_load_delay_s, settings.echo_load_error)
 
     def load(self, device: str) -> None:
         time.sleep(self.load_delay_s)
@@ -70,13 +79,16 @@ class EchoProvider(Provider):
                 "enum",
                 self.queue,
                 "queue to run on; 'spread' deals items round-robin over every provider queue",
-                choices=[*PROVIDER_QUEUES, "spread"],
+                choices=[*registered_queues(), "spread"],
             ),
         ]
 
     def queue_for(self, spec: JobSpec, index: int = 0) -> str:
         queue = str(spec.params.get("queue") or self.queue)
-        return PROVIDER_QUEUES[index % len(PROVIDER_QUEUES)] if queue == "spread" else queue
+        if queue != "spread":
+            return queue
+        queues = registered_queues()
+        return queues[index % len(queues)]
 
     def run(self, input_path: Path, spec: JobSpec, ctx: RunContext) -> RunResult:
         delay = float(spec.params.get("delay_s", 0.0))
@@ -131,3 +143,6 @@ def _check_image(path: Path) -> None:
             img.load()
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise FatalError(f"the input image is corrupt or truncated: {exc}", code="corrupt_input") from exc
+
+
+register(EchoProvider)

@@ -54,6 +54,7 @@ from providers.base import (
     RunContext,
     RunResult,
 )
+from providers.registry import register
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +277,11 @@ class _Unsent(Exception):
 class RunwayProvider(Provider):
     name = "runway"
     queue = "runway"
+    billed = True
+    # Items wait on Runway, not on this host: many at once on threads.
+    worker_pool = "threads"
+    worker_concurrency = 4
+    secret_env = ("RUNWAYML_API_SECRET",)
     label = "Runway"
     description = "Image-to-video through Runway's API (Gen-4 Turbo, Gen-4.5, Veo 3.1)."
     prompt_field = "prompt"
@@ -299,6 +305,7 @@ class RunwayProvider(Provider):
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.demo = simulated
+        self.simulated = simulated
         self.poll_interval_s = poll_interval_s
         self.connect_timeout_s = connect_timeout_s
         self.request_timeout_s = request_timeout_s
@@ -345,6 +352,14 @@ class RunwayProvider(Provider):
             )
             for m in MODELS.values()
         ]
+
+    def cost(self, model: str, params: dict[str, Any]) -> float:
+        """Published price of one item: the model's rate per second of video (lower without audio)."""
+        m = MODELS.get(model)
+        if m is None:
+            return 0.0
+        duration = params.get("duration") or m.default_duration
+        return estimate_cost_usd(m.name, int(duration), params.get("audio") is not False) or 0.0
 
     def params(self, model: str) -> list[ParamSpec]:
         m = MODELS.get(model) or MODELS["gen4_turbo"]
@@ -591,7 +606,7 @@ class RunwayProvider(Provider):
         return RunResult(
             outputs=outputs,
             meta={
-                "runway_task_id": task_id,
+                "remote_id": task_id,
                 "resumed": resumed,
                 "model": m.name,
                 "ratio": ratio,
@@ -690,3 +705,6 @@ class RunwayProvider(Provider):
                 raise RetryableError(f"downloading Runway output failed: {problem}", code="download")
             self._sleep(self._backoff(n, None), ctx)
             n += 1
+
+
+register(RunwayProvider)

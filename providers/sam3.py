@@ -24,7 +24,6 @@ large images with many instances stay within memory.
 from __future__ import annotations
 
 import colorsys
-import importlib.util
 import json
 import logging
 import re
@@ -49,6 +48,8 @@ from providers.base import (
     RunContext,
     RunResult,
 )
+from providers.libraries import torchvision_works
+from providers.registry import register
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +62,6 @@ TEXT_LENGTH = 32
 PREVIEW_MAX_SIDE = 1280
 # How opaque a concept's layer paints its instances (the preview mixes 55 % colour in too).
 LAYER_ALPHA = 140
-
-
-def _torchvision_works() -> bool:
-    if importlib.util.find_spec("torchvision") is None:
-        return False
-    try:
-        import torch
-        import torchvision  # noqa: F401
-
-        torch.ops.torchvision.nms  # noqa: B018 - raises when the compiled ops are missing
-        return True
-    except Exception:
-        return False
 
 
 def _config_file(source: str, name: str) -> Path | None:
@@ -98,6 +86,7 @@ def slug(text: str) -> str:
 class Sam3Provider(Provider):
     name = "sam3"
     queue = "sam3"
+    gpu = True
     label = "SAM3 segmentation"
     description = "Finds every instance of each text concept and returns labelled masks (Meta SAM3)."
     prompt_field = "prompts"
@@ -189,7 +178,7 @@ class Sam3Provider(Provider):
         model = Sam3Model.from_pretrained(source, dtype=dtype).to(device).eval()
 
         processor = None
-        if _torchvision_works():
+        if torchvision_works():
             try:
                 from transformers import Sam3Processor
 
@@ -606,3 +595,6 @@ def _colour(concept_index: int, label: int) -> tuple[int, int, int]:
     value = 1.0 - 0.5 * ((label - 1) % 4) / 4
     r, g, b = colorsys.hsv_to_rgb(hue, 0.85, value)
     return int(r * 255), int(g * 255), int(b * 255)
+
+
+register(Sam3Provider)

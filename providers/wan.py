@@ -16,7 +16,6 @@ Construction imports nothing heavy: torch and diffusers are imported in `load`.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
@@ -40,6 +39,8 @@ from providers.base import (
     RunContext,
     RunResult,
 )
+from providers.libraries import torchvision_works
+from providers.registry import register
 
 log = logging.getLogger(__name__)
 
@@ -250,19 +251,6 @@ def next_saver(
     return None
 
 
-def _torchvision_works() -> bool:
-    if importlib.util.find_spec("torchvision") is None:
-        return False
-    try:
-        import torch
-        import torchvision  # noqa: F401
-
-        torch.ops.torchvision.nms  # noqa: B018 - raises when the compiled ops are missing
-        return True
-    except Exception:
-        return False
-
-
 def _read_model_index(source: str) -> dict[str, Any]:
     path = Path(source) / "model_index.json"
     if not path.is_file():
@@ -275,6 +263,7 @@ def _read_model_index(source: str) -> dict[str, Any]:
 class WanProvider(Provider):
     name = "wan_local"
     queue = "wan_local"
+    gpu = True
     label = "WAN local"
     description = "Image-to-video with Wan 2.1 / 2.2 on this deployment's own GPUs (diffusers)."
     prompt_field = "prompt"
@@ -486,7 +475,7 @@ class WanProvider(Provider):
                 kwargs["image_encoder"] = CLIPVisionModel.from_pretrained(
                     source, subfolder="image_encoder", dtype=torch.float32
                 )
-        if layout == "wan2.1" and not _torchvision_works():
+        if layout == "wan2.1" and not torchvision_works():
             from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
             kwargs["image_processor"] = CLIPImageProcessorPil.from_pretrained(
@@ -673,3 +662,6 @@ class WanProvider(Provider):
                 "loads": self.loads,
             },
         )
+
+
+register(WanProvider)

@@ -14,8 +14,8 @@ import threading
 import time
 
 from app.config import settings
+from app.provider_registry import gpu_queues
 
-GPU_QUEUES = {"wan_local", "sam3"}
 # Queues this worker consumes and its node name, recorded at start-up (celeryd_after_setup).
 consumed_queues: set[str] = set()
 node_name = "worker"
@@ -59,7 +59,7 @@ def cpu_description() -> str:
 
 
 def is_gpu_worker(queues: set[str]) -> bool:
-    return bool(queues) and queues <= GPU_QUEUES
+    return bool(queues) and queues <= gpu_queues()
 
 
 def lease_settings() -> tuple[float, float]:

@@ -14,8 +14,8 @@ from werkzeug.exceptions import HTTPException
 from app.config import Settings
 from app.core import create_core_app
 from app.db import db
+from app.errors import InvalidInput
 from app.storage_factory import get_storage
-from providers import ParamError
 from web.csrf import CsrfError
 from web.errors import ApiError, error_response
 from web.jsonio import OrjsonProvider
@@ -143,17 +143,11 @@ def create_app(cfg: Settings | None = None) -> Flask:
         db.session.rollback()
         return error_response(exc.status, exc.code, exc.message, exc.field)
 
-    @flask_app.errorhandler(ParamError)
-    def _param_error(exc: ParamError) -> tuple[Response, int]:
+    @flask_app.errorhandler(InvalidInput)
+    def _invalid_input(exc: InvalidInput) -> tuple[Response, int]:
+        # Subclasses say their own status and code (an idempotency conflict: 409).
         db.session.rollback()
-        return error_response(400, "invalid_parameter", exc.message, exc.field)
-
-    from app.services.jobs import IdempotencyConflict
-
-    @flask_app.errorhandler(IdempotencyConflict)
-    def _idempotency_conflict(exc: IdempotencyConflict) -> tuple[Response, int]:
-        db.session.rollback()
-        return error_response(409, "idempotency_conflict", exc.message, exc.field)
+        return error_response(exc.status, exc.code, exc.message, exc.field)
 
     @flask_app.errorhandler(OperationalError)
     def _db_down(exc: OperationalError) -> tuple[Response | str, int]:
@@ -177,7 +171,10 @@ def create_app(cfg: Settings | None = None) -> Flask:
         message = exc.description or exc.name
         if exc.code == 413:
             message = "the request is too large"
-        return error_response(exc.code or 500, code, message)
+        response, status = error_response(exc.code or 500, code, message)
+        # A 405 names the methods the address takes (RFC 9110), as werkzeug's own answer does.
+        response.headers.extend((k, v) for k, v in exc.get_headers() if k.lower() == "allow")
+        return response, status
 
     @flask_app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response | str, int]:

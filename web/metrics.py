@@ -48,14 +48,13 @@ from sqlalchemy import case, func, select, text
 
 from app.config import QUEUES, settings
 from app.db import db
-from app.models import ITEM_STATUSES, Item, Job, WebhookDelivery, utcnow
+from app.models import ITEM_STATUSES, JOB_STATUSES, Item, Job, WebhookDelivery, utcnow
 
 bp = Blueprint("metrics", __name__)
 log = logging.getLogger(__name__)
 
 # Seconds: from a quick diagnostic item to an hour-long video.
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
-JOB_STATUSES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")
 
 
 class BulkgenCollector:
@@ -236,16 +235,16 @@ class BulkgenCollector:
         return [waiting, stopped]
 
     def _runway(self) -> list[Metric]:
-        from app.services.policy import runway_spent_today
+        from app.services.policy import spent_today
 
         out = [
             _gauge(
                 "bulkgen_runway_spend_usd_today",
                 "Runway spend since midnight UTC: finished items' cost plus in-flight estimates",
-                runway_spent_today(),
+                spent_today(),
             )
         ]
-        cap = settings().runway_daily_cap_usd
+        cap = settings().daily_spend_cap_usd
         if cap is not None:
             out.append(_gauge("bulkgen_runway_daily_cap_usd", "the daily Runway spending cap", cap))
         return out

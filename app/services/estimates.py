@@ -1,7 +1,7 @@
 """Estimates from measurement: how long an item takes and what it costs, from the items that ran.
 
 Per provider and model, the last WINDOW succeeded items give seconds and cost. Where the provider
-can say how parameters change the work (`Provider.work(params)`: WAN's steps, frames and pixels),
+can say how parameters change the work (`Provider.work(params)`: a video model's steps, frames and pixels),
 the seconds are fitted against the work of each item -- `seconds = fixed + per_unit * work` when the
 history holds different amounts of work, `seconds = per_unit * work` when it holds one -- so a job
 with twice the steps is estimated from the same history. The spread (p10..p90) is that of the
@@ -160,15 +160,15 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 def is_simulated(provider_name: str) -> bool:
-    """Whether the provider's figures come from a simulator (Runway on the local simulator)."""
-    from app.providers import registry
+    """Whether the provider's figures come from a simulated service (its `simulated`)."""
+    from app.provider_registry import registry
 
     provider = registry().get(provider_name)
-    return bool(provider is not None and provider.name == "runway" and provider.demo)
+    return bool(provider is not None and provider.simulated)
 
 
 def work_of(provider_name: str, params: dict[str, Any]) -> float:
-    from app.providers import registry
+    from app.provider_registry import registry
 
     provider = registry().get(provider_name)
     if provider is None:

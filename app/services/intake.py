@@ -24,9 +24,9 @@ from sqlalchemy import select
 
 from app import storage as storage_mod
 from app.db import db
+from app.errors import InvalidInput
 from app.models import Asset
 from app.storage_factory import get_storage
-from providers import ParamError
 
 # Per-item fields besides the key; `negative_prompt` and `seed` are parameters said the short way.
 ENTRY_FIELDS = ("key", "prompt", "negative_prompt", "seed", "params", "prompts")
@@ -62,15 +62,15 @@ class Entry:
 def parse_inputs(inputs: Any, limit: int) -> list[Entry]:
     """The `inputs` list as entries; keys are checked for form, not for existence."""
     if inputs is None:
-        raise ParamError(
+        raise InvalidInput(
             "inputs", "inputs is required: a list of uploaded image keys (or give inputs_prefix)"
         )
     if not isinstance(inputs, list):
-        raise ParamError("inputs", "inputs must be a list of storage keys or {key, prompt, ...} objects")
+        raise InvalidInput("inputs", "inputs must be a list of storage keys or {key, prompt, ...} objects")
     if not inputs:
-        raise ParamError("inputs", "inputs is empty: give at least one image key")
+        raise InvalidInput("inputs", "inputs is empty: give at least one image key")
     if len(inputs) > limit:
-        raise ParamError("inputs", f"at most {limit} inputs per job, got {len(inputs)}")
+        raise InvalidInput("inputs", f"at most {limit} inputs per job, got {len(inputs)}")
     return [_entry(value, f"inputs[{i}]") for i, value in enumerate(inputs)]
 
 
@@ -78,14 +78,14 @@ def _entry(value: Any, where: str) -> Entry:
     if isinstance(value, str):
         return Entry(key=_key(value, where))
     if not isinstance(value, dict):
-        raise ParamError(where, f"{where} must be a storage key or an object with a key")
+        raise InvalidInput(where, f"{where} must be a storage key or an object with a key")
     unknown = sorted(set(value) - set(ENTRY_FIELDS))
     if unknown:
-        raise ParamError(
+        raise InvalidInput(
             f"{where}.{unknown[0]}", f"unknown field {unknown[0]!r}; known: {list(ENTRY_FIELDS)}"
         )
     if not isinstance(value.get("key"), str):
-        raise ParamError(f"{where}.key", f"{where}.key is required: the image's storage key")
+        raise InvalidInput(f"{where}.key", f"{where}.key is required: the image's storage key")
     return _with_own(Entry(key=_key(value["key"], f"{where}.key")), value, where)
 
 
@@ -93,15 +93,15 @@ def _with_own(entry: Entry, value: dict[str, Any], where: str) -> Entry:
     """`entry` with the prompt, concepts and parameters `value` gives (checked for shape)."""
     prompt = value.get("prompt")
     if prompt is not None and not isinstance(prompt, str):
-        raise ParamError(f"{where}.prompt", f"{where}.prompt must be a string")
+        raise InvalidInput(f"{where}.prompt", f"{where}.prompt must be a string")
     prompts = value.get("prompts")
     if prompts is not None and (
         not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts)
     ):
-        raise ParamError(f"{where}.prompts", f"{where}.prompts must be a list of strings")
+        raise InvalidInput(f"{where}.prompts", f"{where}.prompts must be a list of strings")
     params = value.get("params")
     if params is not None and not isinstance(params, dict):
-        raise ParamError(f"{where}.params", f"{where}.params must be an object")
+        raise InvalidInput(f"{where}.params", f"{where}.params must be an object")
     params = dict(params or {})
     shorthands = []
     for name in PARAM_SHORTHANDS:
@@ -121,7 +121,7 @@ def _key(key: str, where: str) -> str:
     try:
         return storage_mod.validate_key(key)
     except ValueError as exc:
-        raise ParamError(where, f"invalid key {key!r}: {exc}") from None
+        raise InvalidInput(where, f"invalid key {key!r}: {exc}") from None
 
 
 def field_of(entry: Entry, index: int, field: str) -> str:
@@ -150,11 +150,11 @@ def uploaded_names(keys: list[str]) -> dict[str, str]:
 
 def check_prefix(prefix: Any) -> str:
     if not isinstance(prefix, str) or not prefix.strip("/"):
-        raise ParamError("inputs_prefix", "inputs_prefix must be a folder, e.g. 'photos/2026-12/'")
+        raise InvalidInput("inputs_prefix", "inputs_prefix must be a folder, e.g. 'photos/2026-12/'")
     try:
         return storage_mod.validate_prefix(prefix, allow_empty=False)
     except ValueError as exc:
-        raise ParamError("inputs_prefix", f"invalid inputs_prefix {prefix!r}: {exc}") from None
+        raise InvalidInput("inputs_prefix", f"invalid inputs_prefix {prefix!r}: {exc}") from None
 
 
 def keys_under(prefix: str) -> Iterator[list[str]]:
@@ -218,14 +218,14 @@ def store_prompts_file(data: bytes, name: str, user_id: int | None) -> str:
 def read_prompts_file(key: Any) -> PromptsFile:
     """Read and parse the prompts file stored at `key` (CSV with a header, or JSONL)."""
     if not isinstance(key, str):
-        raise ParamError("prompts_file", "prompts_file must be the storage key of a CSV or JSONL file")
+        raise InvalidInput("prompts_file", "prompts_file must be the storage key of a CSV or JSONL file")
     key = _key(key, "prompts_file")
     store = get_storage()
     info = store.head(key)
     if info is None:
-        raise ParamError("prompts_file", f"prompts_file {key!r} does not exist in storage")
+        raise InvalidInput("prompts_file", f"prompts_file {key!r} does not exist in storage")
     if info.size > MAX_PROMPTS_FILE_BYTES:
-        raise ParamError("prompts_file", f"prompts_file is over {MAX_PROMPTS_FILE_BYTES // 2**20} MiB")
+        raise InvalidInput("prompts_file", f"prompts_file is over {MAX_PROMPTS_FILE_BYTES // 2**20} MiB")
     return PromptsFile(parse_prompts(store.get_bytes(key), key), set())
 
 
@@ -235,7 +235,7 @@ def parse_prompts(data: bytes, name: str = "") -> dict[str, dict[str, Any]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ParamError("prompts_file", "prompts_file is not UTF-8 text") from None
+        raise InvalidInput("prompts_file", "prompts_file is not UTF-8 text") from None
     stripped = text.lstrip()
     jsonl = name.lower().endswith((".jsonl", ".ndjson")) or stripped.startswith("{")
     rows = _jsonl_rows(text) if jsonl else _csv_rows(text)
@@ -245,20 +245,20 @@ def parse_prompts(data: bytes, name: str = "") -> dict[str, dict[str, Any]]:
         names = [row.pop(c) for c in NAME_COLUMNS if c in row]
         image = next((n for n in names if isinstance(n, str) and n.strip()), None)
         if image is None:
-            raise ParamError("prompts_file", f"{where}: no file name (a column {list(NAME_COLUMNS)})")
+            raise InvalidInput("prompts_file", f"{where}: no file name (a column {list(NAME_COLUMNS)})")
         image = image.strip()
         if image in found:
-            raise ParamError("prompts_file", f"{where}: {image!r} appears twice")
+            raise InvalidInput("prompts_file", f"{where}: {image!r} appears twice")
         unknown_ok = {k: v for k, v in row.items() if k not in ("prompt", "prompts", *PARAM_SHORTHANDS)}
         params = unknown_ok.pop("params", None) if jsonl else None
         if params is not None and not isinstance(params, dict):
-            raise ParamError("prompts_file", f"{where}: params must be an object")
+            raise InvalidInput("prompts_file", f"{where}: params must be an object")
         found[image] = {
             **{k: row[k] for k in ("prompt", "prompts", *PARAM_SHORTHANDS) if row.get(k) not in (None, "")},
             "params": {**unknown_ok, **(params or {})},
         }
     if not found:
-        raise ParamError("prompts_file", "prompts_file has no rows")
+        raise InvalidInput("prompts_file", "prompts_file has no rows")
     return found
 
 
@@ -269,9 +269,9 @@ def _jsonl_rows(text: str) -> Iterator[tuple[int, dict[str, Any]]]:
         try:
             row = json.loads(line)
         except ValueError as exc:
-            raise ParamError("prompts_file", f"prompts_file line {n} is not JSON: {exc}") from None
+            raise InvalidInput("prompts_file", f"prompts_file line {n} is not JSON: {exc}") from None
         if not isinstance(row, dict):
-            raise ParamError("prompts_file", f"prompts_file line {n} must be a JSON object")
+            raise InvalidInput("prompts_file", f"prompts_file line {n} must be a JSON object")
         yield n, row
 
 
@@ -279,7 +279,7 @@ def _csv_rows(text: str) -> Iterator[tuple[int, dict[str, Any]]]:
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip().lower() for h in reader.fieldnames or []]
     if not set(header) & set(NAME_COLUMNS):
-        raise ParamError(
+        raise InvalidInput(
             "prompts_file", f"prompts_file's header names no file column: one of {list(NAME_COLUMNS)}"
         )
     reader.fieldnames = header

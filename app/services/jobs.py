@@ -18,12 +18,13 @@ from sqlalchemy.exc import IntegrityError
 from app.broker import coordination
 from app.config import settings
 from app.db import db
+from app.errors import InputConflict, InvalidInput
 from app.models import PRIORITIES, Asset, Item, Job, User, new_id, utcnow
-from app.providers import registry
+from app.provider_registry import provider as find_provider
+from app.provider_registry import validate
 from app.services import intake, policy, scheduler, webhooks
 from app.services.items import add_event, move_item, move_job_items, settle_job
 from app.storage_factory import get_storage
-from providers import ParamError, get_provider
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,10 @@ class Submission:
         return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class IdempotencyConflict(ParamError):
+class IdempotencyConflict(InputConflict):
     """The idempotency key was used before with a different submission (answered 409, as Stripe does)."""
+
+    code = "idempotency_conflict"
 
     def __init__(self, key: str) -> None:
         super().__init__(
@@ -78,7 +81,7 @@ def check_max_concurrency(value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
-        raise ParamError(
+        raise InvalidInput(
             "max_concurrency", "max_concurrency must be a whole number from 1, or null for no cap"
         )
     return value
@@ -86,7 +89,7 @@ def check_max_concurrency(value: Any) -> int | None:
 
 def check_priority(value: Any) -> str:
     if not isinstance(value, str) or value not in PRIORITIES:
-        raise ParamError("priority", f"priority must be one of {list(PRIORITIES)}")
+        raise InvalidInput("priority", f"priority must be one of {list(PRIORITIES)}")
     return value
 
 
@@ -100,7 +103,7 @@ def _check_exist(keys: list[str]) -> None:
     store = get_storage()
     for i, key in enumerate(keys):
         if key not in known and not store.exists(key):
-            raise ParamError(f"inputs[{i}]", f"input {key!r} does not exist in storage")
+            raise InvalidInput(f"inputs[{i}]", f"input {key!r} does not exist in storage")
         known.add(key)
 
 
@@ -133,15 +136,16 @@ class _Items:
             spec, prompt, concepts, params = self.spec, None, None, None
             if entry.own:
                 try:
-                    spec = self.provider.validate(
+                    spec = validate(
+                        self.provider,
                         self.spec.model,
                         entry.prompt if entry.prompt is not None else self.sub.prompt,
                         entry.prompts if entry.prompts is not None else self.sub.prompts,
                         {**self.raw_params, **(entry.params or {})},
                     )
-                except ParamError as exc:
+                except InvalidInput as exc:
                     field = intake.field_of(entry, index, exc.field)
-                    raise ParamError(field, f"{field}: {exc.message}") from None
+                    raise InvalidInput(field, f"{field}: {exc.message}") from None
                 prompt = spec.prompt if entry.prompt is not None else None
                 concepts = spec.prompts if entry.prompts is not None else None
                 params = {k: v for k, v in spec.params.items() if self.spec.params.get(k) != v} or None
@@ -157,8 +161,8 @@ class _Items:
 def _job_spec(provider: Any, sub: Submission, entries: list[intake.Entry] | None) -> Any:
     """The job's own spec. Where every item brings its own prompt (or concepts), the job needs none."""
     try:
-        return provider.validate(sub.model, sub.prompt, sub.prompts, sub.params or {})
-    except ParamError as exc:
+        return validate(provider, sub.model, sub.prompt, sub.prompts, sub.params or {})
+    except InvalidInput as exc:
         # The job's prompt is only a default when every item has its own.
         field = exc.field
         if not entries or field not in ("prompt", "prompts"):
@@ -166,7 +170,8 @@ def _job_spec(provider: Any, sub: Submission, entries: list[intake.Entry] | None
         if not all((e.prompt if field == "prompt" else e.prompts) is not None for e in entries):
             raise
         first = entries[0]
-        spec = provider.validate(
+        spec = validate(
+            provider,
             sub.model,
             first.prompt if first.prompt is not None else sub.prompt,
             first.prompts if first.prompts is not None else sub.prompts,
@@ -182,31 +187,31 @@ def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
     request_hash = None
     if sub.idempotency_key is not None:
         if not isinstance(sub.idempotency_key, str) or not 0 < len(sub.idempotency_key) <= 200:
-            raise ParamError("idempotency_key", "idempotency_key must be a string of 1 to 200 characters")
+            raise InvalidInput("idempotency_key", "idempotency_key must be a string of 1 to 200 characters")
         request_hash = sub.request_hash()
         existing = db.session.scalar(
             select(Job).where(Job.created_by == user_id, Job.idempotency_key == sub.idempotency_key)
         )
         if existing is not None:
             return _same_request(existing, request_hash), False
-    provider = get_provider(registry(), sub.provider)
+    provider = find_provider(sub.provider)
     if sub.prompt is not None and not isinstance(sub.prompt, str):
-        raise ParamError("prompt", "prompt must be a string")
+        raise InvalidInput("prompt", "prompt must be a string")
     if sub.prompts is not None and (
         not isinstance(sub.prompts, list) or not all(isinstance(p, str) for p in sub.prompts)
     ):
-        raise ParamError("prompts", "prompts must be a list of strings")
+        raise InvalidInput("prompts", "prompts must be a list of strings")
     if sub.params is not None and not isinstance(sub.params, dict):
-        raise ParamError("params", "params must be an object")
+        raise InvalidInput("params", "params must be an object")
     priority = check_priority("normal" if sub.priority is None else sub.priority)
     max_concurrency = check_max_concurrency(sub.max_concurrency)
     if sub.model is not None and not isinstance(sub.model, str):
-        raise ParamError("model", "model must be a string")
+        raise InvalidInput("model", "model must be a string")
     limit = settings().max_items_per_job
     prefix, entries = None, None
     if sub.inputs_prefix is not None:
         if sub.inputs is not None:
-            raise ParamError("inputs_prefix", "give inputs or inputs_prefix, not both")
+            raise InvalidInput("inputs_prefix", "give inputs or inputs_prefix, not both")
         prefix = intake.check_prefix(sub.inputs_prefix)
     else:
         entries = intake.parse_inputs(sub.inputs, limit)
@@ -222,21 +227,19 @@ def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
         # Made now, in the web request, so the sender never has to make one (two control processes
         # could each make a different one).
         webhooks.secret_of(user)
-    routed_from, fallback_reason = None, None
+    routed_from, reroute = None, None
+    # Per-image work stays where it was sent: each image's parameters were written for that provider.
     per_item = prefix is not None or prompts_file is not None or any(e.own for e in entries or [])
-    if provider.name == "wan_local" and not per_item and (fallback_reason := policy.wan_fallback_reason()):
-        # The admin's WAN parameters do not apply to Runway: its model defaults do. A job Runway
-        # cannot take (e.g. a prompt over its limit) stays on WAN and waits there. (Per-image work
-        # stays on WAN: each image's parameters were written for it.)
-        runway = get_provider(registry(), "runway")
+    for candidate in [] if per_item else policy.reroutes(provider.name):
+        # The admin's parameters were written for the provider asked for, not the target: the target's
+        # model defaults apply. A job no target can take (e.g. a prompt over its limit) stays and waits.
         try:
-            spec, provider, routed_from = (
-                runway.validate(settings().wan_fallback_model, sub.prompt, None, {}),
-                runway,
-                provider.name,
-            )
-        except ParamError:
-            fallback_reason = None
+            target_spec = validate(candidate.target, candidate.rule.to_model, sub.prompt, sub.prompts, {})
+        except InvalidInput:
+            continue
+        spec, routed_from, reroute = target_spec, provider.name, candidate
+        provider = candidate.target
+        break
 
     job = Job(
         id=new_id(),
@@ -269,7 +272,7 @@ def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
             insert_items(job.id, provider.name, rows, now, first_idx=make.count - len(batch))
             queues.update(rows.queues)
         if make.count == 0:
-            raise ParamError("inputs_prefix", f"no images (PNG, JPEG or WEBP) under {prefix!r}")
+            raise InvalidInput("inputs_prefix", f"no images (PNG, JPEG or WEBP) under {prefix!r}")
         db.session.execute(
             update(Job).where(Job.id == job.id).values(total=make.count, n_pending=make.count),
             execution_options={"synchronize_session": False},
@@ -287,8 +290,9 @@ def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
                 shown = ", ".join(unmatched[:5]) + (" ..." if len(unmatched) > 5 else "")
                 detail += f", {len(unmatched)} matched no image ({shown})"
             add_event(job.id, "job.prompts_file", detail=detail)
-        if routed_from:
-            detail = f"sent to Runway {spec.model} instead of {routed_from}: {fallback_reason}"
+        if reroute is not None:
+            detail = f"sent to {provider.label or provider.name} {spec.model} instead of {routed_from}: "
+            detail += reroute.reason
             add_event(job.id, "job.fallback", detail=detail)
         db.session.commit()
     except IntegrityError:
@@ -300,7 +304,7 @@ def create_job(sub: Submission, user_id: int | None) -> tuple[Job, bool]:
         if existing is None:
             raise
         return _same_request(existing, request_hash), False
-    except ParamError:
+    except InvalidInput:
         db.session.rollback()
         raise
     db.session.refresh(job)
@@ -319,7 +323,7 @@ def _prefix_batches(
     for keys in intake.keys_under(prefix):
         seen += len(keys)
         if seen > limit:
-            raise ParamError(
+            raise InvalidInput(
                 "inputs_prefix", f"more than {limit} images under {prefix!r} (MAX_ITEMS_PER_JOB)"
             )
         entries = [intake.Entry(key=k) for k in keys]

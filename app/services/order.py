@@ -59,7 +59,7 @@ class Limits:
     user_max: int | None = None
     user_max_here: int | None = None
     job_max: dict[str, int | None] = field(default_factory=dict)
-    # Money left to spend (the Runway daily cap); None: no budget.
+    # Money left to spend (the daily spending cap of billed providers); None: no budget.
     budget: float | None = None
     # When each user ("u:ID") and job ("j:ID") last had an item picked on this queue: breaks ties
     # in favour of whoever waited longest (without it the older job would win every tie).

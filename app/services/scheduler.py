@@ -35,6 +35,7 @@ from app.broker import coordination, item_payload, publish_items
 from app.config import QUEUES, settings
 from app.db import db
 from app.models import PRIORITIES, Item, Job, QueueState, utcnow
+from app.provider_registry import billed_providers
 from app.services import order, policy
 from app.services.items import add_event, lock_items, mark_queued, settle_job
 
@@ -87,7 +88,7 @@ def paused_queues() -> set[str]:
 
 def fill_all(queues: tuple[str, ...] | list[str] | set[str] | None = None) -> list[Filled]:
     """Fill each item queue's window (or the given ones). Commits. Never raises for a broker or
-    database hiccup: beat fills again within a second."""
+    database hiccup: the control worker's window filler fills again within a second."""
     chosen = sorted(set(queues or ITEM_QUEUES) & set(ITEM_QUEUES))
     try:
         coordination().r.ping()
@@ -254,7 +255,7 @@ def fill(queue: str, size: int | None = None) -> Filled:
     ) -> order.Candidate:
         # An item's own parameters (a longer video for one photo) change what it costs.
         params = {**job.params, **own} if own else job.params
-        cost = policy.runway_cost(job.model, params) if job.provider == "runway" else 0.0
+        cost = policy.item_cost(job.provider, job.model, params)
         return order.Candidate(
             item_id=item_id,
             job_id=job.id,
@@ -385,31 +386,31 @@ def _limits(
         limits.user_in_flight = _user_in_flight()
         for c in window.values():
             limits.user_in_flight[c.user] -= 1
-    if any(j.provider == "runway" for j in jobs.values()) and s.runway_daily_cap_usd is not None:
+    billed = set(billed_providers())
+    if any(j.provider in billed for j in jobs.values()) and s.daily_spend_cap_usd is not None:
         # Today's spend counts the window's estimates; they are candidates again here.
-        limits.budget = (
-            s.runway_daily_cap_usd - policy.runway_spent_today() + sum(c.cost for c in window.values())
-        )
+        limits.budget = s.daily_spend_cap_usd - policy.spent_today() + sum(c.cost for c in window.values())
     return limits
 
 
 def _budget_waits(
     cands: list[order.Candidate], picks: list[order.Candidate], budget: float, jobs: dict[str, _JobInfo]
 ) -> list[str]:
-    """Record on each Runway job whether the spending cap holds its items back (an event when
-    that changes)."""
+    """Record on each job of a billed provider whether the spending cap holds its items back (an
+    event when that changes)."""
     left = budget - sum(c.cost for c in picks)
     picked = {c.item_id for c in picks}
     picked_jobs = {c.job_id for c in picks}
     # Waiting on money: some item of the job was not picked and would not fit in what is left.
     waiting = sorted({c.job_id for c in cands if c.item_id not in picked and c.cost > left + 1e-9})
-    cap = settings().runway_daily_cap_usd
+    cap = settings().daily_spend_cap_usd
+    billed = set(billed_providers())
     reason = (
-        f"daily Runway spending cap of ${cap:.2f} reached; "
+        f"daily spending cap of ${cap:.2f} reached; "
         "items wait and start after midnight UTC or when the cap is raised"
     )
     for job in jobs.values():
-        if job.provider != "runway":
+        if job.provider not in billed:
             continue
         want = reason if job.id in waiting else None
         if job.id not in waiting and job.id not in picked_jobs:
@@ -484,15 +485,15 @@ def _publish(
         job_row = job_rows.get(c.job_id)
         if job_row is None:
             continue
-        payload = {**item_payload(item, job_row), "dispatch": secrets.token_hex(8)}
+        payload = item_payload(item, job_row, dispatch=secrets.token_hex(8))
         # Redis priority steps: 0 runs first; an item's further attempt goes a step ahead of its class.
         priority = max(0, PRIORITIES.get(c.priority, 3) - (1 if c.retry else 0))
         messages.append((payload, item.queue, priority))
     published = set(publish_items(messages))
     by_job: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for payload, _, _ in messages:
-        if payload["item_id"] in published:
-            by_job[payload["job_id"]].append((payload["item_id"], payload["attempt"]))
+        if payload.item_id in published:
+            by_job[payload.job_id].append((payload.item_id, payload.attempt))
     count = 0
     for job_id, entries in sorted(by_job.items()):
         count += mark_queued(job_id, entries)

@@ -27,8 +27,8 @@ from sqlalchemy import insert, select
 
 from app.config import settings
 from app.db import db
+from app.errors import InvalidInput
 from app.models import FINISHED, Job, User, WebhookDelivery, utcnow
-from providers import ParamError
 
 # What a receiver can subscribe to. An item "completes" when it succeeds; "fails" when it failed for
 # good (no attempt left); the job "completes" when every item finished, whatever the outcome.
@@ -106,24 +106,24 @@ def resolve_checked(host: str, port: int, allow_private: bool | None = None) -> 
 
 
 def parse_subscription(url: object, events: object) -> tuple[str | None, list[str] | None]:
-    """The submitted `webhook` and `webhook_events`, checked; ParamError names the bad field."""
+    """The submitted `webhook` and `webhook_events`, checked; InvalidInput names the bad field."""
     if url is None:
         if events is not None:
-            raise ParamError("webhook_events", "webhook_events needs a webhook URL")
+            raise InvalidInput("webhook_events", "webhook_events needs a webhook URL")
         return None, None
     if not isinstance(url, str):
-        raise ParamError("webhook", "webhook must be a URL string")
+        raise InvalidInput("webhook", "webhook must be a URL string")
     try:
         check_destination(url)
     except DestinationRefused as exc:
-        raise ParamError("webhook", str(exc)) from None
+        raise InvalidInput("webhook", str(exc)) from None
     if events is None:
         return url, list(DEFAULT_EVENTS)
     if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
-        raise ParamError("webhook_events", f"webhook_events must be a non-empty list of {list(EVENTS)}")
+        raise InvalidInput("webhook_events", f"webhook_events must be a non-empty list of {list(EVENTS)}")
     unknown = [e for e in events if e not in EVENTS]
     if unknown:
-        raise ParamError(
+        raise InvalidInput(
             "webhook_events", f"unknown webhook event {unknown[0]!r}; choose from {list(EVENTS)}"
         )
     return url, list(dict.fromkeys(events))

@@ -37,7 +37,7 @@ def test_success_downloads_the_video(runway, runway_sim, make_run, input_image):
     assert stats["tasks_created"] == 1
     assert stats["output_downloads"] == 1
     assert stats["output_requests_with_auth"] == 0  # the API key never goes to the output host
-    task_id = result.meta["runway_task_id"]
+    task_id = result.meta["remote_id"]
     assert run.store[TASK_KEY] == task_id
     assert stats["tasks"][task_id]["model"] == "gen4_turbo"
     assert stats["tasks"][task_id]["promptText"] == "a cat walks"
@@ -142,7 +142,7 @@ def test_redelivery_resumes_the_same_remote_task(runway, runway_sim, make_run, i
     # The message is delivered again for the same attempt: same remember/recall store.
     second = make_run(store=first.store)
     result = runway.run(input_image, spec_for(runway), second.ctx())
-    assert result.meta["runway_task_id"] == task_id
+    assert result.meta["remote_id"] == task_id
     assert result.meta["resumed"] is True
     stats = runway_sim.stats()
     assert stats["tasks_created"] == 1
@@ -154,7 +154,7 @@ def test_remembered_task_that_vanished_is_replaced(runway, runway_sim, make_run,
     run = make_run(store={TASK_KEY: "00000000-0000-0000-0000-000000000000"})
     result = runway.run(input_image, spec_for(runway), run.ctx())
     assert result.meta["resumed"] is False
-    assert run.store[TASK_KEY] == result.meta["runway_task_id"]
+    assert run.store[TASK_KEY] == result.meta["remote_id"]
     assert runway_sim.stats()["tasks_created"] == 1
 
 
@@ -274,7 +274,7 @@ def test_recorded_cost_is_what_the_task_reports(runway, runway_sim, make_run, in
 def test_veo_audio_is_sent_and_priced(runway, runway_sim, make_run, input_image, audio, credits):
     spec = spec_for(runway, model="veo3.1", duration=4, audio=audio)
     result = runway.run(input_image, spec, make_run().ctx())
-    task = runway_sim.stats()["tasks"][result.meta["runway_task_id"]]
+    task = runway_sim.stats()["tasks"][result.meta["remote_id"]]
     assert task["audio"] is audio and result.meta["audio"] is audio
     assert result.meta["credits"] == credits == task["credits"]
     [info] = [m for m in runway.models() if m.name == "veo3.1"]
@@ -302,7 +302,7 @@ def test_gen45_needs_a_prompt_and_gets_it(runway, runway_sim, make_run, input_im
     result = runway.run(
         input_image, spec_for(runway, model="gen4.5", prompt="waves roll in"), make_run().ctx()
     )
-    assert runway_sim.stats()["tasks"][result.meta["runway_task_id"]]["promptText"] == "waves roll in"
+    assert runway_sim.stats()["tasks"][result.meta["remote_id"]]["promptText"] == "waves roll in"
 
 
 def test_prompt_length_is_counted_in_utf16_code_units(runway):

@@ -309,7 +309,7 @@ def test_client_requests_match_the_sdk_types(model, runway, runway_sim, make_run
     fields = sdk_fields(sdk_params_by_model()[model])
     spec = runway.validate(model, "a red square drifts", None, {})
     result = runway.run(input_image, spec, make_run().ctx())
-    task = runway_sim.stats()["tasks"][result.meta["runway_task_id"]]
+    task = runway_sim.stats()["tasks"][result.meta["remote_id"]]
     sent = set(task["fields"])
     required = {name for name, (req, _) in fields.items() if req}
     assert required <= sent <= set(fields), (sent - set(fields), required - sent)

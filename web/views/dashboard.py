@@ -12,11 +12,11 @@ from sqlalchemy import func, select
 from app.config import QUEUES, settings
 from app.db import db
 from app.models import ITEM_STATUSES, Item, Job
-from app.providers import registry
+from app.provider_registry import registry
 from app.serializers import job_progress
 from app.services import scheduler
 from app.services.estimates import is_simulated
-from app.services.policy import in_flight_runway_cost
+from app.services.policy import in_flight_cost
 from app.services.queues import lanes_by_worker, online_workers, queue_depths, workers_by_queue
 from web.auth import admin_required, session_user
 from web.views import bp
@@ -128,8 +128,8 @@ def dashboard() -> str:
         "broker_ok": broker_ok,
         "providers": provider_rows(),
         "spend_today": runway_spend_today(),
-        "spend_in_flight": in_flight_runway_cost(),
-        "spend_cap": settings().runway_daily_cap_usd,
+        "spend_in_flight": in_flight_cost(),
+        "spend_cap": settings().daily_spend_cap_usd,
         # Runway on the local simulator: its spend and durations are made up, and the page says so.
         "runway_simulated": is_simulated("runway"),
         "recent": recent,
