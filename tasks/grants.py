@@ -19,6 +19,14 @@ from typing import Any
 import requests
 
 from app.config import settings
+from app.contract.wire import (
+    ItemIdentity,
+    ItemMessage,
+    OutputRequest,
+    ReadGrant,
+    WriteGrant,
+    WriteGrantRequest,
+)
 from app.storage import NotFound
 
 log = logging.getLogger(__name__)
@@ -125,32 +133,25 @@ def check_token(patience_s: float = 60.0) -> None:
 class ItemStorage:
     """The storage one delivery of one item may touch."""
 
-    def __init__(self, payload: dict[str, Any]) -> None:
-        self.identity = {
-            "item_id": payload["item_id"],
-            "job_id": payload["job_id"],
-            "attempt": payload["attempt"],
-            "input_key": payload.get("input_key"),
-            "proof": payload.get("proof"),
-            "dispatch": payload.get("dispatch"),
-        }
-        self._read: dict[str, Any] | None = None
+    def __init__(self, message: ItemMessage) -> None:
+        self.identity = ItemIdentity.of(message)
+        self._read: ReadGrant | None = None
 
-    def read_grant(self, fresh: bool = False) -> dict[str, Any]:
+    def read_grant(self, fresh: bool = False) -> ReadGrant:
         if self._read is None or fresh:
-            self._read = call("POST", "/grants/read", self.identity)
+            self._read = ReadGrant.model_validate(call("POST", "/grants/read", self.identity.wire()))
         return self._read
 
     @property
     def input_url(self) -> str | None:
-        return self._read["input"]["url"] if self._read else None
+        return self._read.input.url if self._read else None
 
     def download_input(self, path: Path) -> None:
         """The input, written atomically to `path`; NotFound when it is gone from storage."""
-        url = self.read_grant()["input"]["url"]
+        grant = self.read_grant().input
         tmp = path.with_name(path.name + ".part")
-        with _session().get(url, stream=True, timeout=TRANSFER_TIMEOUT_S) as resp:
-            self._raise_for(resp, self._read["input"]["key"])  # type: ignore[index]
+        with _session().get(grant.url, stream=True, timeout=TRANSFER_TIMEOUT_S) as resp:
+            self._raise_for(resp, grant.key)
             with open(tmp, "wb") as out:
                 for chunk in resp.iter_content(1024 * 1024):
                     out.write(chunk)
@@ -158,21 +159,22 @@ class ItemStorage:
 
     def manifest(self) -> bytes | None:
         """The attempt's manifest if it was committed, else None."""
-        grant = self.read_grant()["manifest"]
-        resp = _session().get(grant["url"], timeout=TRANSFER_TIMEOUT_S)
+        grant = self.read_grant().manifest
+        resp = _session().get(grant.url, timeout=TRANSFER_TIMEOUT_S)
         if resp.status_code == 404:
             return None
-        self._raise_for(resp, grant["key"])
+        self._raise_for(resp, grant.key)
         return resp.content
 
     def write_grant(self, lease_token: str, objects: list[tuple[str, str]]) -> dict[str, str]:
         """PUT URLs for (key, content type) under the attempt's prefix; needs the lease."""
-        body = {
-            **self.identity,
-            "lease": lease_token,
-            "outputs": [{"key": key, "content_type": ct} for key, ct in objects],
-        }
-        return {p["key"]: p["url"] for p in call("POST", "/grants/write", body)["puts"]}
+        body = WriteGrantRequest(
+            **self.identity.model_dump(),
+            lease=lease_token,
+            outputs=[OutputRequest(key=key, content_type=ct) for key, ct in objects],
+        )
+        grant = WriteGrant.model_validate(call("POST", "/grants/write", body.wire()))
+        return {put.key: put.url for put in grant.puts}
 
     @staticmethod
     def put(url: str, data: bytes | Path, content_type: str) -> None:

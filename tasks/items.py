@@ -10,7 +10,6 @@ by the phase that sees it; tasks/signals.py only catches what escaped.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import mimetypes
@@ -26,9 +25,20 @@ from typing import Any, TypeVar
 
 import kombu.exceptions
 import redis
-from celery.exceptions import Reject
+from celery.exceptions import Reject, TaskPredicate
+from pydantic import ValidationError
 
+from app.broker import RUN_ITEM
 from app.config import settings
+from app.contract.wire import (
+    CancelledReport,
+    FailedReport,
+    ItemMessage,
+    Manifest,
+    OutputEntry,
+    RunningReport,
+    SucceededReport,
+)
 from app.coordination import Coordination, Lease, redis_client
 from app.storage import InvalidKey, NotFound
 from app.storage_factory import manifest_key, output_prefix
@@ -45,13 +55,22 @@ from providers import (
 from tasks import runtime
 from tasks.celery_app import celery
 from tasks.grants import GrantDenied, HostRefused, ItemStorage, stop_host
-from tasks.reports import make_report, publish_report
+from tasks.reports import publish_report, report_fields
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.5
 # How CUDA reports a device fault (after which the process's CUDA context is unusable).
 CUDA_FAULTS = ("CUDA error", "CUBLAS_STATUS", "cuDNN error", "device-side assert")
 T = TypeVar("T")
+
+
+class ItemFailed(Exception):
+    """Raised by the item task after the body reported the failure, so Celery and Flower show the
+    task as FAILURE. Carries the outcome; tasks/signals.py leaves it alone (already reported)."""
+
+    def __init__(self, outcome: dict[str, Any]) -> None:
+        super().__init__(f"{outcome.get('error_code')}: {outcome.get('error')}")
+        self.outcome = outcome
 
 
 class LeaseLost(Exception):
@@ -146,59 +165,79 @@ def refuse_delivery(exc: HostRefused) -> Reject:
     return Reject(str(exc), requeue=True)
 
 
-def report_failure(payload: dict[str, Any], exc: BaseException, worker: str) -> None:
-    """The attempt's failure, recorded as its outcome; marks the exception as reported."""
+def report_failure(message: ItemMessage, exc: BaseException, worker: str) -> dict[str, Any]:
+    """The attempt's failure, recorded as its outcome; returns the task's result saying so."""
+    error = f"{exc}" or type(exc).__name__
+    code = getattr(exc, "code", None) or type(exc).__name__
     publish_report(
-        payload,
-        "failed",
-        final=True,
-        error=f"{exc}" or type(exc).__name__,
-        error_code=getattr(exc, "code", None) or type(exc).__name__,
-        retryable=is_retryable(exc),
-        worker=worker,
+        FailedReport(
+            **report_fields(message),
+            state="failed",
+            error=error,
+            error_code=code,
+            retryable=is_retryable(exc),
+            worker=worker,
+        )
     )
-    with contextlib.suppress(AttributeError):
-        exc.bulkgen_reported = True  # type: ignore[attr-defined]
+    return {"outcome": "failed", "error_code": code, "error": error}
 
 
-@celery.task(name="items.run", bind=True, acks_late=True, reject_on_worker_lost=True)
-def run_item(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
+@celery.task(name=RUN_ITEM, bind=True, acks_late=True, reject_on_worker_lost=True)
+def run_item(self: Any, body: Any) -> dict[str, Any]:
+    """Run one delivery of one item and report its outcome, whatever it is.
+
+    Every outcome this body sees is reported here. The result says what happened; a failure, once
+    reported, is raised as `ItemFailed` so Flower shows the task as failed. tasks/signals.py reports
+    only what escapes this body."""
     from tasks import lanes
 
-    run = ItemRun(self, payload)
+    message = ItemMessage.parse(body)
+    if message is None:
+        # Nothing to speak for: a report needs the message's item and proof. The item, if it is
+        # one, is published again by the reconciler.
+        return {"outcome": "dropped", "reason": "the message does not parse"}
+    run = ItemRun(self, message)
     pipeline = lanes.current()
-    return run.execute() if pipeline is None else pipeline.run(run)
+    try:
+        outcome = run.execute() if pipeline is None else pipeline.run(run)
+    except TaskPredicate:
+        raise  # Reject: the message goes back to the queue, nothing happened to the item
+    except Exception as exc:  # noqa: BLE001 - the outcome of this attempt, whatever raised it
+        outcome = run.fail(exc)
+    if outcome.get("outcome") == "failed":
+        raise ItemFailed(outcome)
+    return outcome
 
 
 class ItemRun:
     """One delivery of one item's attempt."""
 
-    def __init__(self, task: Any, payload: dict[str, Any]) -> None:
+    def __init__(self, task: Any, message: ItemMessage) -> None:
         self.task = task
-        self.payload = payload
-        self.item_id: str = payload["item_id"]
-        self.job_id: str = payload["job_id"]
-        self.attempt: int = payload["attempt"]
-        self.provider: str = payload["provider"]
-        self.model: str = payload["model"]
+        self.message = message
+        self.item_id = message.item_id
+        self.job_id = message.job_id
+        self.attempt = message.attempt
+        self.provider = message.provider
+        self.model = message.model
         self.spec = JobSpec(
-            model=payload["model"],
-            prompt=payload.get("prompt"),
-            prompts=list(payload.get("prompts") or []),
-            params=dict(payload.get("params") or {}),
+            model=message.model,
+            prompt=message.prompt,
+            prompts=list(message.prompts),
+            params=dict(message.params),
         )
         delivery = getattr(task.request, "delivery_info", None) or {}
         # Only a message seen before can find its attempt already committed in storage.
-        self.redelivered = bool(delivery.get("redelivered") or payload.get("redelivery"))
+        self.redelivered = bool(delivery.get("redelivered") or message.redelivery)
         self.worker = f"{task.request.hostname or 'worker'}/{os.getpid()}"
         self.device = ""
         self.coord = Coordination(redis_client(settings().broker_url))
         # No storage keys on this host: presigned URLs for this item and attempt only.
-        self.store = ItemStorage(payload)
+        self.store = ItemStorage(message)
         self.heartbeat: HeldLease | None = None
         self.lease: Lease | None = None
         # Counted from the start (a prefetched item may wait behind others first).
-        self.deadline_s = float(payload.get("deadline_s") or settings().item_deadline_s)
+        self.deadline_s = float(message.deadline_s or settings().item_deadline_s)
         self.deadline = time.time() + self.deadline_s
         self.workdir: Path | None = None
         self.input_path: Path | None = None
@@ -217,8 +256,7 @@ class ItemRun:
         """Before any work: None to go on, else the outcome of a delivery that has nothing to do."""
         cancelled, current, finished, token = self.coord.delivery_state(self.item_id, self.attempt)
         if cancelled:
-            publish_report(self.payload, "cancelled", worker=self.worker)
-            return {"outcome": "cancelled"}
+            return self._cancelled()
         if current is not None and self.attempt < current:
             log.info(
                 "dropping stale delivery of item %s attempt %d (now %d)", self.item_id, self.attempt, current
@@ -226,7 +264,7 @@ class ItemRun:
             return {"outcome": "skipped", "reason": f"stale attempt {self.attempt} < {current}"}
         if finished:
             return {"outcome": "skipped", "reason": "this attempt already finished"}
-        mine = self.payload.get("dispatch")
+        mine = self.message.dispatch
         if mine and token is not None and token != mine:
             # Taken back out of the window, or published again since: not this message's to run
             # (start checks it again, atomically, for what changes meanwhile).
@@ -246,7 +284,7 @@ class ItemRun:
 
     def fetch_input(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="item-"))
-        key = self.payload["input_key"]
+        key = self.message.input_key
         path = self.workdir / ("input" + Path(key).suffix.lower())
         try:
             self._storage(f"download input {key}", lambda: self.store.download_input(path))
@@ -275,18 +313,19 @@ class ItemRun:
             return {"outcome": "skipped", "reason": self.denied.code}
         ttl, every = runtime.lease_settings()
         # Appended by the same Redis call that takes the lease.
-        running = make_report(self.payload, "running", worker=self.worker, device=device)
+        running = RunningReport(
+            **report_fields(self.message), state="running", worker=self.worker, device=device
+        )
         answer, lease = self.coord.start(
             self.item_id,
             self.attempt,
             self.worker,
             ttl,
-            running,
-            token=str(self.payload.get("dispatch") or ""),
+            running.wire(),
+            token=str(self.message.dispatch or ""),
         )
         if answer == "cancelled":
-            publish_report(self.payload, "cancelled", worker=self.worker)
-            return {"outcome": "cancelled"}
+            return self._cancelled()
         if lease is None:
             log.info("item %s attempt %d not started here: %s", self.item_id, self.attempt, answer)
             return {"outcome": "skipped", "reason": answer}
@@ -344,39 +383,40 @@ class ItemRun:
                 f"upload {key}", lambda k=key, o=out: self.store.put(urls[k], o.path, o.content_type)
             )
             outputs.append(
-                {
-                    "key": key,
-                    "content_type": out.content_type,
-                    "role": out.role,
-                    "size": out.path.stat().st_size,
-                }
+                OutputEntry(
+                    key=key, content_type=out.content_type, role=out.role, size=out.path.stat().st_size
+                )
             )
         # A cancel or a lost lease after the uploads leaves them uncommitted (no manifest).
         self.check()
         duration_ms = (time.monotonic() - self.started) * 1000
-        manifest = {
-            "item_id": self.item_id,
-            "job_id": self.job_id,
-            "attempt": self.attempt,
-            "outputs": outputs,
-            "meta": {
-                **result.meta,
-                **(extra_meta or {}),
-                "model_ms": round(model_ms, 3),
-                "overhead_ms": round(duration_ms - model_ms, 3),
-            },
-            "worker": self.worker,
-            "duration_ms": round(duration_ms, 3),
-            "finished_at": time.time(),
-        }
-        body = json.dumps(manifest).encode()
+        try:
+            manifest = Manifest(
+                item_id=self.item_id,
+                job_id=self.job_id,
+                attempt=self.attempt,
+                outputs=outputs,
+                meta={
+                    **result.meta,
+                    **(extra_meta or {}),
+                    "model_ms": round(model_ms, 3),
+                    "overhead_ms": round(duration_ms - model_ms, 3),
+                },
+                worker=self.worker,
+                duration_ms=round(duration_ms, 3),
+                finished_at=time.time(),
+            )
+        except ValidationError as exc:
+            # The provider's result is not what the contract says (a bug, not bad luck): no retry.
+            raise FatalError(f"the result does not fit the manifest: {exc}", code="bad_result") from exc
+        body = json.dumps(manifest.wire()).encode()
         self._storage(f"write {mkey}", lambda: self.store.put(urls[mkey], body, "application/json"))
         self._report_succeeded(manifest)
         log.info("item %s attempt %d committed %d outputs", self.item_id, self.attempt, len(outputs))
-        return {"outcome": "succeeded", "duration_ms": manifest["duration_ms"]}
+        return {"outcome": "succeeded", "duration_ms": manifest.duration_ms}
 
     def fail(self, exc: BaseException) -> dict[str, Any]:
-        """Record how a started attempt ended when it raised; re-raises what Celery should see failed."""
+        """Record how an attempt ended when it raised; returns the task's result saying so."""
         if isinstance(exc, Cancelled):
             log.info(
                 "item %s attempt %d stopped by cancel at %s",
@@ -384,14 +424,13 @@ class ItemRun:
                 self.attempt,
                 self._last_message or "the start",
             )
-            publish_report(self.payload, "cancelled", worker=self.worker)
-            return {"outcome": "cancelled"}
+            return self._cancelled()
         if isinstance(exc, LeaseLost) or (self.heartbeat is not None and self.heartbeat.lost):
             return {"outcome": "skipped", "reason": "lease lost to another delivery"}
         # Reported while the lease is still held: the reconciler then never mistakes this failure for
         # a lost worker (which would retry a failure that is not retryable).
-        report_failure(self.payload, exc, self.worker)
-        raise exc
+        log.warning("item %s attempt %d failed: %s", self.item_id, self.attempt, exc, exc_info=exc)
+        return report_failure(self.message, exc, self.worker)
 
     def close(self) -> None:
         """Let go of the lease and the work directory, whatever happened."""
@@ -433,21 +472,35 @@ class ItemRun:
 
     # --- helpers -------------------------------------------------------------------------------
 
-    def _report_succeeded(self, manifest: dict[str, Any], detail: str | None = None) -> None:
+    def _cancelled(self) -> dict[str, Any]:
+        publish_report(CancelledReport(**report_fields(self.message), state="cancelled", worker=self.worker))
+        return {"outcome": "cancelled"}
+
+    def _report_succeeded(self, manifest: Manifest, detail: str | None = None) -> None:
         publish_report(
-            self.payload,
-            "succeeded",
-            final=True,
-            outputs=manifest.get("outputs"),
-            meta=manifest.get("meta"),
-            worker=manifest.get("worker") or self.worker,
-            duration_ms=manifest.get("duration_ms"),
-            detail=detail,
+            SucceededReport(
+                **report_fields(self.message),
+                state="succeeded",
+                outputs=manifest.outputs,
+                meta=manifest.meta,
+                worker=manifest.worker or self.worker,
+                duration_ms=manifest.duration_ms,
+                detail=detail,
+            )
         )
 
-    def _manifest(self) -> dict[str, Any] | None:
+    def _manifest(self) -> Manifest | None:
+        """The attempt's committed manifest; None when there is none (or none this version can read:
+        the attempt then runs again, and its new manifest replaces it)."""
         body = self._storage("read the manifest", self.store.manifest)
-        return None if body is None else json.loads(body)
+        if body is None:
+            return None
+        try:
+            raw = json.loads(body)
+        except ValueError:
+            log.error("the manifest of item %s attempt %d is not JSON", self.item_id, self.attempt)
+            return None
+        return Manifest.parse(raw)
 
     def _write_grant(self, objects: list[tuple[str, str]]) -> dict[str, str]:
         """PUT URLs for the attempt's objects, asked for under the lease."""

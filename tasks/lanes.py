@@ -456,10 +456,7 @@ class Pipeline:
         try:
             run.commit(result, model_ms, meta)
         except Exception as exc:  # noqa: BLE001 - reported as the attempt's outcome
-            try:
-                run.fail(exc)
-            except Exception:  # noqa: BLE001 - fail() re-raises for Celery; here it is reported
-                log.warning("item %s attempt %d failed while committing: %s", run.item_id, run.attempt, exc)
+            run.fail(exc)
         finally:
             run.close()
             self.commit_slots.release()

@@ -14,7 +14,6 @@ from celery.signals import (
     celeryd_after_setup,
     celeryd_init,
     task_failure,
-    task_retry,
     task_revoked,
     worker_init,
     worker_ready,
@@ -25,9 +24,10 @@ from celery.worker.control import control_command
 
 from app.broker import RUN_ITEM
 from app.config import settings
+from app.contract.wire import CancelledReport, ItemMessage
 from tasks import runtime
-from tasks.items import report_failure
-from tasks.reports import publish_report
+from tasks.items import ItemFailed, report_failure
+from tasks.reports import publish_report, report_fields
 
 log = logging.getLogger(__name__)
 
@@ -155,38 +155,35 @@ def drain(state: Any, **_: Any) -> dict[str, str]:
     return {"ok": "draining"}
 
 
-def _payload(args: Any) -> dict[str, Any] | None:
-    if args and isinstance(args[0], dict) and "item_id" in args[0]:
-        return args[0]
-    return None
+def _message(args: Any) -> ItemMessage | None:
+    # The item task's one argument; a message that does not parse names no item to report for.
+    return ItemMessage.parse(args[0]) if args else None
 
 
 @task_failure.connect
 def _on_failure(
     sender: Any = None, exception: BaseException | None = None, args: Any = None, **_: Any
 ) -> None:
-    # The item task reports its own failures while it holds the lease; this catches the rest.
-    if sender is None or sender.name != RUN_ITEM or exception is None:
+    # The item task's body reports every outcome it sees; the only exception it raises itself is
+    # ItemFailed, after reporting. Anything else arriving here escaped it (a hard time limit).
+    if sender is None or sender.name != RUN_ITEM or exception is None or isinstance(exception, ItemFailed):
         return
-    payload = _payload(args)
-    if payload is None or getattr(exception, "bulkgen_reported", False):
-        return
-    report_failure(payload, exception, f"{sender.request.hostname}")
+    message = _message(args)
+    if message is not None:
+        report_failure(message, exception, f"{sender.request.hostname}")
 
 
 @task_revoked.connect
 def _on_revoked(request: Any = None, terminated: bool = False, **_: Any) -> None:
+    # Revoked before its body ran (e.g. from Flower): nobody else reports it.
     if request is None or getattr(request, "name", None) != RUN_ITEM:
         return
-    payload = _payload(getattr(request, "args", None))
-    if payload is not None:
-        publish_report(payload, "cancelled", detail="revoked by an operator" if terminated else "revoked")
-
-
-@task_retry.connect
-def _on_retry(request: Any = None, reason: Any = None, **_: Any) -> None:
-    if request is None or getattr(request, "task", None) != RUN_ITEM:
-        return
-    payload = _payload(getattr(request, "args", None))
-    if payload is not None:
-        publish_report(payload, "failed", error=f"retry: {reason}", error_code="retry", retryable=True)
+    message = _message(getattr(request, "args", None))
+    if message is not None:
+        publish_report(
+            CancelledReport(
+                **report_fields(message),
+                state="cancelled",
+                detail="revoked by an operator" if terminated else "revoked",
+            )
+        )

@@ -17,15 +17,27 @@ routes, so embedded mode and the tests run the same contract as S3.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
 
 from app.broker import coordination
 from app.config import settings
+from app.contract.wire import (
+    ItemIdentity,
+    ReadGrant,
+    ReadGrantRequest,
+    SignedPut,
+    SignedUrl,
+    WriteGrant,
+    WriteGrantRequest,
+)
 from app.proofs import proof_valid
 from app.storage import InvalidKey, validate_key
 from app.storage_factory import get_worker_storage, manifest_key, output_prefix
 
 MAX_OUTPUTS = 64
+R = TypeVar("R", bound=ItemIdentity)
 
 
 class GrantRefused(Exception):
@@ -36,55 +48,60 @@ class GrantRefused(Exception):
         self.message = message
 
 
-def _checked(body: dict[str, Any]) -> tuple[str, str, int, str]:
-    """(job, item, attempt, input key) of a request whose proof holds; Postgres is not asked, so
-    hosts keep running through a database outage (the proof covers the input key)."""
+def _checked(body: dict[str, Any], model: type[R]) -> R:
+    """The request, if its proof holds; Postgres is not asked, so hosts keep running through a
+    database outage (the proof covers the input key)."""
+    # The proof first: a host that cannot speak for the item learns nothing about the body's shape.
     if not proof_valid(body):
         raise GrantRefused(403, "bad_proof", "the proof does not match this item, attempt and input")
-    return body["job_id"], body["item_id"], body["attempt"], body["input_key"]
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise GrantRefused(400, "bad_request", f"{where}: {first['msg']}") from exc
 
 
 def read_grant(body: dict[str, Any]) -> dict[str, Any]:
-    job_id, item_id, attempt, input_key = _checked(body)
+    asked = _checked(body, ReadGrantRequest)
+    job_id, item_id, attempt, input_key = asked.job_id, asked.item_id, asked.attempt, str(asked.input_key)
     cancelled, current, token, _ = coordination().grant_state(item_id)
     if cancelled:
         raise GrantRefused(409, "cancelled", "the item was cancelled")
     if current is not None and current != attempt:
         raise GrantRefused(409, "not_current", f"the item is on attempt {current}")
-    if token is not None and body.get("dispatch") != token:
+    if token is not None and asked.dispatch != token:
         why = "taken back out of the window" if token == "recalled" else "published again since"
         raise GrantRefused(409, "recalled", f"this delivery is no longer current: {why}")
     store, ttl = get_worker_storage(), settings().grant_ttl_s
     manifest = manifest_key(job_id, item_id, attempt)
-    return {
-        "input": {"key": input_key, "url": store.signed_url(input_key, expires_s=ttl)},
-        "manifest": {"key": manifest, "url": store.signed_url(manifest, expires_s=ttl)},
-        "expires_s": ttl,
-    }
+    return ReadGrant(
+        input=SignedUrl(key=input_key, url=store.signed_url(input_key, expires_s=ttl)),
+        manifest=SignedUrl(key=manifest, url=store.signed_url(manifest, expires_s=ttl)),
+        expires_s=ttl,
+    ).wire()
 
 
 def write_grant(body: dict[str, Any]) -> dict[str, Any]:
-    job_id, item_id, attempt, _ = _checked(body)
-    outputs = body.get("outputs")
-    if not isinstance(outputs, list) or not 0 < len(outputs) <= MAX_OUTPUTS:
+    asked = _checked(body, WriteGrantRequest)
+    if not 0 < len(asked.outputs) <= MAX_OUTPUTS:
         raise GrantRefused(400, "bad_request", f"outputs must list 1 to {MAX_OUTPUTS} objects")
+    job_id, item_id, attempt = asked.job_id, asked.item_id, asked.attempt
     cancelled, _, _, lease = coordination().grant_state(item_id)
     if cancelled:
         raise GrantRefused(409, "cancelled", "the item was cancelled")
-    if not isinstance(body.get("lease"), str) or lease != f"{attempt}|{body['lease']}":
+    if lease != f"{attempt}|{asked.lease}":
         raise GrantRefused(409, "lease_not_held", "this worker does not hold the item's lease")
     prefix = output_prefix(job_id, item_id, attempt)
     store, ttl = get_worker_storage(), settings().grant_ttl_s
     puts = []
-    for out in outputs:
-        key = out.get("key") if isinstance(out, dict) else None
-        content_type = out.get("content_type") if isinstance(out, dict) else None
+    for out in asked.outputs:
         try:
-            if not isinstance(key, str) or not key.startswith(prefix):
-                raise InvalidKey(f"{key!r} is outside the attempt's prefix {prefix}")
-            validate_key(key)
-            url = store.signed_url(key, expires_s=ttl, method="PUT", content_type=content_type)
+            if not out.key.startswith(prefix):
+                raise InvalidKey(f"{out.key!r} is outside the attempt's prefix {prefix}")
+            validate_key(out.key)
+            url = store.signed_url(out.key, expires_s=ttl, method="PUT", content_type=out.content_type)
         except (InvalidKey, ValueError) as exc:
             raise GrantRefused(400, "bad_output", str(exc)) from exc
-        puts.append({"key": key, "url": url, "content_type": content_type})
-    return {"puts": puts, "expires_s": ttl}
+        puts.append(SignedPut(key=out.key, url=url, content_type=out.content_type))
+    return WriteGrant(puts=puts, expires_s=ttl).wire()

@@ -29,6 +29,7 @@ from sqlalchemy import select, update
 
 from app.broker import coordination, item_payload, publish_items
 from app.config import settings
+from app.contract.wire import FailedReport, Manifest, Report, SucceededReport, parse_report
 from app.db import db
 from app.models import PRIORITIES, Item, Job
 from app.services import scheduler
@@ -41,30 +42,42 @@ log = logging.getLogger(__name__)
 BATCH = 2000
 
 
-def read_manifest(item: Item) -> dict[str, Any] | None:
+def read_manifest(item: Item) -> Manifest | None:
     key = manifest_key(item.job_id, item.id, item.attempt)
     try:
-        return json.loads(get_storage().get_bytes(key))
+        raw = json.loads(get_storage().get_bytes(key))
     except NotFound:
         return None
     except Exception as exc:  # noqa: BLE001 - unreadable manifest: treat as absent, retry later
         log.warning("manifest %s unreadable: %s", key, exc)
         return None
+    manifest = Manifest.parse(raw)
+    if manifest is not None and (manifest.item_id, manifest.job_id, manifest.attempt) != (
+        item.id,
+        item.job_id,
+        item.attempt,
+    ):
+        log.warning("manifest %s names another item or attempt; ignored", key)
+        return None
+    return manifest
 
 
 def recover_from_manifest(item: Item) -> bool:
     manifest = read_manifest(item)
     if manifest is None:
         return False
-    report = {
-        **manifest,
-        "state": "succeeded",
-        "item_id": item.id,
-        "job_id": item.job_id,
-        "attempt": item.attempt,
-        "at": manifest.get("finished_at"),
-    }
-    report.setdefault("detail", "recovered from manifest")
+    report = SucceededReport(
+        state="succeeded",
+        item_id=item.id,
+        job_id=item.job_id,
+        attempt=item.attempt,
+        at=manifest.finished_at,
+        outputs=manifest.outputs,
+        meta=manifest.meta,
+        worker=manifest.worker,
+        duration_ms=manifest.duration_ms,
+        detail="recovered from manifest",
+    )
     return apply_report(report) is not None
 
 
@@ -171,8 +184,8 @@ def republish_queued(
             continue
         # Seen before: the worker looks for an already committed manifest before running it. A new
         # dispatch token: an earlier message of this item, should it still exist, is refused.
-        payload = {**item_payload(item, job), "redelivery": True, "dispatch": secrets.token_hex(8)}
-        messages.append((payload, item.queue, PRIORITIES.get(job.priority, 3)))
+        message = item_payload(item, job, dispatch=secrets.token_hex(8), redelivery=True)
+        messages.append((message, item.queue, PRIORITIES.get(job.priority, 3)))
     published = publish_items(messages)
     if published:
         # Item rows first (in id order), then the events that reference the job: the lock order
@@ -187,8 +200,8 @@ def republish_queued(
                 execution_options={"synchronize_session": False},
             )
         by_job: dict[str, int] = {}
-        for payload, _, _ in messages:
-            by_job[payload["job_id"]] = by_job.get(payload["job_id"], 0) + 1
+        for message, _, _ in messages:
+            by_job[message.job_id] = by_job.get(message.job_id, 0) + 1
         for job_id, count in sorted(by_job.items()):
             add_event(job_id, "job.republished", detail=f"{count} queued items published again: {reason}")
         db.session.commit()
@@ -233,26 +246,27 @@ class _Seen:
     worker: str | None
 
 
-def _lost(item: _Seen, reason: str) -> dict[str, Any]:
-    return {
-        "state": "failed",
-        "item_id": item.id,
-        "job_id": item.job_id,
-        "attempt": item.attempt,
-        "error": reason,
-        "error_code": "worker_lost",
-        "retryable": True,
-        "worker": item.worker,
-    }
+def _lost(item: _Seen, reason: str) -> FailedReport:
+    return FailedReport(
+        state="failed",
+        item_id=item.id,
+        job_id=item.job_id,
+        attempt=item.attempt,
+        error=reason,
+        error_code="worker_lost",
+        retryable=True,
+        worker=item.worker,
+    )
 
 
-def _recorded_outcome(coord: Any, item: Item) -> dict[str, Any] | None:
+def _recorded_outcome(coord: Any, item: Item) -> Report | None:
     try:
-        outcome = coord.outcome(item.id, item.attempt)
+        raw = coord.outcome(item.id, item.attempt)
     except Exception as exc:  # noqa: BLE001 - Redis away: decide on the lease alone
         log.warning("could not read the outcome of %s: %s", item.id, exc)
         return None
-    if not isinstance(outcome, dict) or outcome.get("item_id") != item.id:
+    outcome = parse_report(raw) if raw is not None else None
+    if outcome is None or outcome.item_id != item.id:
         return None
     return outcome if authentic([outcome]) else None
 

@@ -22,13 +22,21 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from app.config import settings
+from app.contract.wire import (
+    CancelledReport,
+    FailedReport,
+    Report,
+    RunningReport,
+    SucceededReport,
+    parse_report,
+)
 from app.coordination import REPORTS_CONSUMER
 from app.db import db
 from app.models import Event, Item, utcnow
 from app.proofs import proof_valid
 from app.services import scheduler, webhooks
 from app.services.items import log_event, settle_job
-from app.storage_factory import output_prefix
+from app.storage_factory import manifest_key, output_prefix
 
 log = logging.getLogger(__name__)
 
@@ -46,47 +54,31 @@ def _ts(value: Any) -> datetime | None:
     return None
 
 
-def authentic(reports: list[Any]) -> list[Any]:
+def authentic(reports: list[Report]) -> list[Report]:
     """The reports that carry their item's proof; the others are logged and change nothing."""
     kept = []
     for report in reports:
-        if proof_valid(report):
+        if proof_valid(report.signed_fields()):
             kept.append(report)
         else:
-            what = (
-                {k: report.get(k) for k in ("item_id", "attempt", "state", "worker")}
-                if isinstance(report, dict)
-                else report
-            )
+            what = {
+                "item_id": report.item_id,
+                "attempt": report.attempt,
+                "state": report.state,
+                "worker": report.worker,
+            }
             log.warning("dropping a report without a valid proof for its item: %r", what)
     return kept
 
 
-def outputs_inside(report: dict[str, Any], job_id: str) -> bool:
+def outputs_inside(report: SucceededReport, job_id: str) -> bool:
     """Whether every output a success names lies under its own attempt's prefix."""
-    prefix = output_prefix(job_id, report["item_id"], report["attempt"])
-    outputs = report.get("outputs") or []
-    return isinstance(outputs, list) and all(
-        isinstance(o, dict)
-        and isinstance(o.get("key"), str)
-        and o["key"].startswith(prefix)
-        and ".." not in o["key"].split("/")
-        for o in outputs
-    )
-
-
-def well_formed(report: Any) -> bool:
-    return (
-        isinstance(report, dict)
-        and isinstance(report.get("item_id"), str)
-        and isinstance(report.get("job_id"), str)
-        and isinstance(report.get("attempt"), int)
-        and not isinstance(report.get("attempt"), bool)
-    )
+    prefix = output_prefix(job_id, report.item_id, report.attempt)
+    return all(o.key.startswith(prefix) and ".." not in o.key.split("/") for o in report.outputs)
 
 
 @dataclass
-class _Item:
+class ItemRow:
     """An item as a batch sees it: the locked row, then each transition applied in order."""
 
     id: str
@@ -118,62 +110,65 @@ class Applied:
         return self.old is not None and self.new == "pending"
 
 
-def _transition(item: _Item, report: dict[str, Any], now: datetime) -> tuple[str, dict, dict] | None:
-    """(new status, column values, event fields) for one report, or None when it is stale."""
-    state = report.get("state")
-    attempt = report["attempt"]
-    worker = report.get("worker")
-    at = _ts(report.get("at"))
+def transition(item: ItemRow, report: Report, now: datetime) -> tuple[str, dict, dict] | None:
+    """(new status, column values, event fields) for one report, or None when it is stale.
+
+    Reports arrive at least once and in any order: one for another attempt than the item's, or for
+    a status the item already left, changes nothing. `running` moves a queued (or still pending)
+    item; an outcome ends any item still alive, and a retryable failure with attempts left puts
+    it back to pending on the next attempt.
+    """
+    attempt = report.attempt
+    worker = report.worker
+    at = _ts(report.at)
     if attempt != item.attempt:
         return None
-    if state == "running":
+    if isinstance(report, RunningReport):
         if item.status not in ("queued", "pending"):
             return None
         values = {
             "worker": worker,
-            "device": report.get("device"),
+            "device": report.device,
             "started_at": at or now,
             "progress": 0.0,
             "lease_lost_at": None,
         }
-        return "running", values, {"worker": worker, "detail": report.get("device")}
+        return "running", values, {"worker": worker, "detail": report.device}
     if item.status not in ALIVE:
         return None
-    if state == "succeeded":
+    if isinstance(report, SucceededReport):
         if not outputs_inside(report, item.job_id):
             log.warning(
                 "ignoring a success of item %s attempt %d naming outputs outside its prefix: %r",
                 item.id,
                 attempt,
-                report.get("outputs"),
+                [o.key for o in report.outputs],
             )
             return None
-        meta = report.get("meta") or {}
         values = {
-            "outputs": report.get("outputs") or [],
-            "manifest_key": report.get("manifest_key"),
-            "meta": meta,
+            "outputs": [o.wire() for o in report.outputs],
+            "manifest_key": manifest_key(item.job_id, item.id, attempt),
+            "meta": report.meta,
             "worker": worker,
             "progress": 1.0,
             "error": None,
             "error_code": None,
-            "remote_id": meta.get("runway_task_id") or meta.get("remote_id"),
-            "cost_usd": meta.get("cost_usd"),
-            "duration_ms": report.get("duration_ms"),
+            "remote_id": report.remote_id,
+            "cost_usd": _number(report.meta.get("cost_usd")),
+            "duration_ms": report.duration_ms,
             "finished_at": at or now,
             "lease_lost_at": None,
         }
-        if item.status != "running" and report.get("started_at"):
-            values["started_at"] = _ts(report.get("started_at"))
-        return "succeeded", values, {"worker": worker, "detail": report.get("detail")}
-    if state == "cancelled":
+        if item.status != "running" and report.started_at is not None:
+            values["started_at"] = _ts(report.started_at)
+        return "succeeded", values, {"worker": worker, "detail": report.detail}
+    if isinstance(report, CancelledReport):
         values = {"finished_at": at or now}
-        return "cancelled", values, {"worker": worker, "detail": report.get("detail") or "stopped by cancel"}
-    if state == "failed":
-        error = str(report.get("error") or "unknown error")[:4000]
-        code = report.get("error_code")
-        retryable = bool(report.get("retryable"))
-        if retryable and attempt < item.max_attempts:
+        return "cancelled", values, {"worker": worker, "detail": report.detail or "stopped by cancel"}
+    if isinstance(report, FailedReport):
+        error = (report.error or "unknown error")[:4000]
+        code = report.error_code
+        if report.retryable and attempt < item.max_attempts:
             values = {
                 "attempt": attempt + 1,
                 "error": error,
@@ -188,16 +183,19 @@ def _transition(item: _Item, report: dict[str, Any], now: datetime) -> tuple[str
                 "attempt": attempt + 1,
             }
             return "pending", values, event
-        if retryable:
+        if report.retryable:
             error = f"{error} (gave up after {attempt} attempts)"
         values = {"error": error, "error_code": code, "finished_at": at or now, "lease_lost_at": None}
         return "failed", values, {"worker": worker, "detail": error}
-    log.warning("ignoring report with unknown state %r", state)
-    return None
+    raise TypeError(f"not a report: {report!r}")
 
 
-def _lock_items(ids: list[str]) -> dict[str, _Item]:
-    found: dict[str, _Item] = {}
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _lock_items(ids: list[str]) -> dict[str, ItemRow]:
+    found: dict[str, ItemRow] = {}
     for start in range(0, len(ids), CHUNK):
         query = (
             select(Item.id, Item.job_id, Item.queue, Item.status, Item.attempt, Item.max_attempts)
@@ -206,27 +204,20 @@ def _lock_items(ids: list[str]) -> dict[str, _Item]:
             .with_for_update()
         )
         for row in db.session.execute(query):
-            found[row.id] = _Item(row.id, row.job_id, row.queue, row.status, row.attempt, row.max_attempts)
+            found[row.id] = ItemRow(row.id, row.job_id, row.queue, row.status, row.attempt, row.max_attempts)
     return found
 
 
-def _apply(reports: list[dict[str, Any]]) -> list[Applied]:
+def _apply(reports: list[Report]) -> list[Applied]:
     now = utcnow()
     results = [Applied(None) for _ in reports]
-    good = []
-    for i, r in enumerate(reports):
-        if well_formed(r):
-            good.append(i)
-        else:
-            log.warning("ignoring malformed report %r", r)
-    items = _lock_items(sorted({reports[i]["item_id"] for i in good}))
+    items = _lock_items(sorted({r.item_id for r in reports}))
     events: list[dict[str, Any]] = []
-    for i in good:
-        report = reports[i]
-        item = items.get(report["item_id"])
-        if item is None or item.job_id != report["job_id"]:
+    for i, report in enumerate(reports):
+        item = items.get(report.item_id)
+        if item is None or item.job_id != report.job_id:
             continue
-        change = _transition(item, report, now)
+        change = transition(item, report, now)
         if change is None:
             continue
         to, values, event = change
@@ -250,7 +241,7 @@ def _apply(reports: list[dict[str, Any]]) -> list[Applied]:
 
     changed = [it for it in items.values() if it.values]
     # One executemany per shape of update; every row keeps its (status, attempt) fence.
-    by_shape: dict[tuple[str, ...], list[_Item]] = defaultdict(list)
+    by_shape: dict[tuple[str, ...], list[ItemRow]] = defaultdict(list)
     for it in changed:
         by_shape[tuple(sorted(it.values))].append(it)
     for shape, group in by_shape.items():
@@ -310,7 +301,7 @@ def _retriable(exc: DBAPIError) -> bool:
     return code in ("40P01", "40001") or "database is locked" in str(exc.orig)
 
 
-def apply_reports(reports: list[dict[str, Any]]) -> list[Applied]:
+def apply_reports(reports: list[Report]) -> list[Applied]:
     """Apply reports in one transaction and commit; one Applied per report, in order.
 
     A database outage propagates (the caller keeps the reports and tries again later)."""
@@ -331,7 +322,7 @@ def apply_reports(reports: list[dict[str, Any]]) -> list[Applied]:
     raise Conflict("report batch kept conflicting")
 
 
-def apply_report(report: dict[str, Any]) -> str | None:
+def apply_report(report: Report) -> str | None:
     """One report (the reconciler's recoveries). Returns the status the item left, or None."""
     return apply_reports([report])[0].old
 
@@ -370,7 +361,8 @@ def drain_reports(holder: str, budget_s: float = 5.0, block_ms: int = 250) -> in
     from app.broker import coordination
 
     coord = coordination()
-    lock_ttl = budget_s + 10
+    # Renewed after each batch; a standby takes the partition this long after its holder was killed.
+    lock_ttl = budget_s + 3
     lock = None
     try:
         for partition in range(settings().applier_partitions):
@@ -379,7 +371,7 @@ def drain_reports(holder: str, budget_s: float = 5.0, block_ms: int = 250) -> in
             if lock is not None:
                 break
     except redis.RedisError as exc:
-        # Beat starts another applier every second; it takes over once Redis is back.
+        # The applier loop (tasks/control_loops.py) asks again a second later, until Redis is back.
         log.warning("cannot take an applier lock: %s", exc)
         return None
     if lock is None:
@@ -411,7 +403,9 @@ def drain_reports(holder: str, budget_s: float = 5.0, block_ms: int = 250) -> in
                 except redis.RedisError as exc:
                     log.warning("cannot read reports from Redis: %s", exc)
             ids = [entry_id for entry_id, _ in entries]
-            reports = authentic([report for _, report in entries])
+            # A report that does not parse is logged and acked with the batch: it changes nothing.
+            parsed = [parse_report(raw) for _, raw in entries]
+            reports = authentic([r for r in parsed if r is not None])
             results = _apply_batch(reports)
             if results is None:
                 pending = True  # read the same reports again once the database is back
@@ -443,7 +437,7 @@ def _database_down(exc: Exception) -> bool:
     return exc.connection_invalidated or type(exc).__name__ in ("OperationalError", "InterfaceError")
 
 
-def _apply_batch(reports: list[dict[str, Any]]) -> list[Applied] | None:
+def _apply_batch(reports: list[Report]) -> list[Applied] | None:
     """Apply a batch; None when the database is unavailable. A batch that fails otherwise is
     applied report by report, so one bad report cannot hold up the others."""
     try:
