@@ -1,4 +1,9 @@
-"""JSON shapes of the API (the contract: add fields freely, never rename)."""
+"""The API's JSON bodies, built as plain dicts (a 1,000-item job read is mostly encoding time).
+
+Each function builds one of app/contract/api.py's response models (`job_json` a Job, `item_json`
+an Item, `delivery_json` a WebhookDelivery), which the OpenAPI document is generated from; a key
+added here without the model is caught by tests/app/test_api_contract.py and the fuzz run's schema
+check. Add fields freely; never rename one."""
 
 from __future__ import annotations
 

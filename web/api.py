@@ -1,21 +1,22 @@
-"""The JSON API under /api/v1 (bearer tokens). The OpenAPI document is web/openapi.py."""
+"""The JSON API under /api/v1 (bearer tokens). Its bodies are the models of app/contract/api.py;
+the OpenAPI document (web/openapi.py) is generated from them."""
 
 from __future__ import annotations
 
-import base64
-from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, g, jsonify, request, stream_with_context
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload, selectinload
 
 from app import storage as storage_mod
 from app.config import QUEUES, settings
+from app.contract import api as contract
 from app.db import db
+from app.errors import InvalidInput
 from app.images import ImageRejected, inspect_image
 from app.models import FINISHED, ITEM_STATUSES, Asset, Item, Job, WebhookDelivery
-from app.providers import registry
+from app.provider_registry import registry
 from app.serializers import ITEM_COLUMNS, delivery_json, item_json, job_json
 from app.services import jobs as job_service
 from app.services import scheduler, uploads, webhook_delivery, webhooks
@@ -27,8 +28,7 @@ from app.services.queues import (
     workers_by_queue,
 )
 from app.storage_factory import get_storage
-from providers import ParamError
-from web import live, zipstream
+from web import live, paging, zipstream
 from web.auth import admin_required, api_auth_required, may_change_job, refuse_writes_with_read_only_token
 from web.errors import ApiError, not_found
 
@@ -44,6 +44,33 @@ def _require_auth() -> None:
     refuse_writes_with_read_only_token()
 
 
+@bp.before_request
+def _refuse_undocumented_query() -> None:
+    """Query parameters as the document describes them: a name it does not list, a single-valued one
+    given twice or empty, or a value outside its enum is refused rather than silently ignored."""
+    from web.openapi import query_parameters
+
+    if request.url_rule is None:
+        return
+    described = query_parameters(request.url_rule.rule, request.method)
+    if described is None:
+        return
+    for name in request.args:
+        schema = described.get(name)
+        if schema is None:
+            known = ", ".join(sorted(described)) or "none"
+            raise InvalidInput(name, f"unknown query parameter {name!r}; this address takes: {known}")
+        values = request.args.getlist(name)
+        if schema.get("type") == "array":
+            continue
+        if len(values) > 1:
+            raise InvalidInput(name, f"give {name} once")
+        if values[0] == "" and schema.get("type") == "integer":
+            raise InvalidInput(name, f"{name} must be an integer")
+        if "enum" in schema and values[0] not in schema["enum"]:
+            raise InvalidInput(name, f"{name} must be one of {schema['enum']}")
+
+
 def _json_body() -> dict[str, Any]:
     data = request.get_json(silent=True)
     if data is None:
@@ -53,6 +80,14 @@ def _json_body() -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "the request body must be a JSON object")
     return data
+
+
+Body = TypeVar("Body", bound=contract.Request)
+
+
+def parse_body(model: type[Body]) -> Body:
+    """The JSON request body as `model`; a body it does not describe is refused naming the field."""
+    return contract.parse(model, _json_body())
 
 
 def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
@@ -149,21 +184,10 @@ def list_assets() -> Response:
 
 @bp.post("/jobs")
 def create_job() -> tuple[Response, int]:
-    body = _json_body()
+    # Only the fields given, as given: the idempotency hash is of what the client sent.
+    given = parse_body(contract.NewJob).model_dump(exclude_unset=True)
     sub = job_service.Submission(
-        provider=body.get("provider", settings().default_provider),
-        model=body.get("model"),
-        inputs=body.get("inputs"),
-        prompt=body.get("prompt"),
-        prompts=body.get("prompts"),
-        params=body.get("params"),
-        priority=body.get("priority"),
-        idempotency_key=body.get("idempotency_key"),
-        webhook=body.get("webhook"),
-        webhook_events=body.get("webhook_events"),
-        max_concurrency=body.get("max_concurrency"),
-        inputs_prefix=body.get("inputs_prefix"),
-        prompts_file=body.get("prompts_file"),
+        **{"provider": settings().default_provider, "model": None, "inputs": None, **given}
     )
     job, created = job_service.create_job(sub, g.user.id)
     wait = live.prefer_wait()
@@ -173,19 +197,6 @@ def create_job() -> tuple[Response, int]:
         job = _get_job(job_id)
     db.session.refresh(job)
     return live.applied(jsonify(job_json(job)), wait), 201 if created else 200
-
-
-def _encode_cursor(job: Job) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(created), job_id
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_parameter", "cursor is not valid", "cursor") from None
 
 
 @bp.get("/jobs")
@@ -200,11 +211,13 @@ def list_jobs() -> Response:
         query = query.where(Job.provider == provider)
     cursor = request.args.get("cursor")
     if cursor:
-        created, job_id = _decode_cursor(cursor)
-        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(created, job_id))
+        position = paging.decode_cursor(cursor)
+        if position is None:
+            raise ApiError(400, "invalid_parameter", "cursor is not valid", "cursor")
+        query = paging.after(query, position)
     query = query.options(selectinload(Job.creator))  # created_by without a query per job
     rows = list(db.session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
-    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    next_cursor = paging.encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return jsonify({"jobs": [job_json(j) for j in rows[:limit]], "next_cursor": next_cursor})
 
 
@@ -301,17 +314,16 @@ def resume_job(job_id: str) -> Response:
 @bp.patch("/jobs/<job_id>")
 def update_job(job_id: str) -> Response:
     job = _job_to_change(_get_job(job_id))
-    body = _json_body()
-    unknown = sorted(set(body) - {"priority", "max_concurrency"})
-    if unknown:
-        raise ParamError(unknown[0], f"{unknown[0]} cannot be changed; priority and max_concurrency can")
-    changes: dict[str, Any] = {}
-    if "priority" in body:
-        changes["priority"] = job_service.check_priority(body["priority"])
-    if "max_concurrency" in body:
-        changes["max_concurrency"] = job_service.check_max_concurrency(body["max_concurrency"])
+    try:
+        changes = parse_body(contract.JobChange).model_dump(exclude_unset=True)
+    except InvalidInput as exc:
+        if exc.message.startswith("unknown field"):
+            raise InvalidInput(
+                exc.field, f"{exc.field} cannot be changed; priority and max_concurrency can"
+            ) from None
+        raise
     if not changes:
-        raise ParamError("priority", "give priority and/or max_concurrency to change")
+        raise InvalidInput("priority", "give priority and/or max_concurrency to change")
     scheduler.update_job(job, changes)
     db.session.refresh(job)
     return jsonify(job_json(job))
@@ -507,12 +519,6 @@ def providers() -> Response:
     return jsonify(
         {"providers": [p.describe() for p in registry().values()], "default": settings().default_provider}
     )
-
-
-def param_error(exc: ParamError) -> tuple[Response, int]:
-    from web.errors import error_response
-
-    return error_response(400, "invalid_parameter", str(exc.message), exc.field)
 
 
 @bp.get("/openapi.json")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from flask import Response, g, jsonify, request
 
+from app.errors import InvalidInput
 from app.images import clean_filename
 from app.services import intake
-from providers import ParamError
-from web.api import bp, param_error
+from web.api import bp
 from web.errors import ApiError
 
 
@@ -26,7 +26,7 @@ def upload_prompts_file() -> tuple[Response, int]:
     name = clean_filename(f.filename) or "prompts.csv"
     try:
         rows = intake.parse_prompts(data, name)
-    except ParamError as exc:
-        return param_error(ParamError("file", exc.message))
+    except InvalidInput as exc:
+        raise InvalidInput("file", exc.message) from None
     key = intake.store_prompts_file(data, name, g.user.id)
     return jsonify({"key": key, "filename": name, "rows": len(rows), "names": sorted(rows)[:20]}), 201
