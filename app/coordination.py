@@ -364,10 +364,6 @@ class Coordination:
             self.r.hdel(CONSUMERS_KEY, *stale)
         return slots
 
-    def current_attempt(self, item_id: str) -> int | None:
-        value = self.r.get(attempt_key(item_id))
-        return int(value) if value is not None else None
-
     # Small per-attempt memory for providers (e.g. the Runway task id).
     def remember(self, item_id: str, attempt: int, name: str, value: str) -> None:
         self.r.set(memo_key(item_id, attempt, name), value, ex=MEMO_TTL_S)

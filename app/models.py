@@ -43,6 +43,8 @@ class ItemStatus(enum.StrEnum):
 
 
 ITEM_STATUSES = [s.value for s in ItemStatus]
+# A job's status is derived from its items' (app/services/items.py: derive_status).
+JOB_STATUSES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")
 FINISHED = (ItemStatus.succeeded.value, ItemStatus.failed.value, ItemStatus.cancelled.value)
 UNFINISHED = (ItemStatus.pending.value, ItemStatus.queued.value, ItemStatus.running.value)
 PRIORITIES = {"high": 0, "normal": 3, "low": 6}

@@ -103,10 +103,6 @@ class Listing:
     # Entries past GONE_AFTER_S: (consumer fields, device fields), for the caller to remove.
     expired: tuple[list[str], list[str]] = ([], [])
 
-    @property
-    def hosts(self) -> list[str]:
-        return sorted({p.host for p in self.processes})
-
 
 def _age(entry: dict[str, Any], now: float) -> float | None:
     try:

@@ -127,3 +127,48 @@ def test_work_that_started_before_it_could_be_taken_back_counts_against_the_limi
     assert ids(choose(fresh, 4, limits.with_in_flight(window[1:]))) == ["other-0"]
     # The counting is on a copy: the fill's own limits are unchanged.
     assert limits.user_in_flight_here[1] == 1 and limits.job_in_flight["capped"] == 1
+
+
+def test_a_recovered_item_goes_before_the_earlier_items_of_its_own_job() -> None:
+    # Item 7 lost its worker and goes back for attempt 2: it runs before the job's fresh items 0-2.
+    cands = items("j", 3) + [Candidate("j-7", "j", 1, "normal", 7, retry=True)]
+    assert ids(choose(cands, 2, Limits())) == ["j-7", "j-0"]
+
+
+def test_a_recovered_item_of_a_low_priority_job_still_waits_for_normal_work() -> None:
+    retry = [Candidate("r", "low", 1, "low", 0, retry=True, job_order=0)]
+    assert ids(choose(retry + items("n", 2, order=1), 3, Limits())) == ["n-0", "n-1", "r"]
+
+
+def test_a_small_job_is_not_stuck_behind_a_big_one_of_another_user() -> None:
+    big = items("big", 1000, user=1, order=1)
+    small = items("small", 2, user=2, order=2)
+    assert ids(choose(big + small, 4, Limits())) == ["big-0", "small-0", "big-1", "small-1"]
+
+
+def test_fair_share_is_per_user_not_per_job() -> None:
+    # User 1 submitted three jobs, user 2 one: over many picks each user gets half the worker.
+    cands = [c for j in ("a", "b", "c") for c in items(j, 50, user=1, order=ord(j))]
+    cands += items("d", 50, user=2, order=100)
+    picks = choose(cands, 30, Limits())
+    assert Counter(c.user for c in picks) == {1: 15, 2: 15}
+    assert Counter(c.job_id for c in picks if c.user == 1) == {"a": 5, "b": 5, "c": 5}
+
+
+def test_items_already_in_the_window_go_before_their_jobs_pending_items() -> None:
+    # Item 3 was published before a retry changed the order; the window keeps it rather than churn.
+    cands = items("j", 3) + [Candidate("j-3", "j", 1, "normal", 3, in_window=True)]
+    assert ids(choose(cands, 2, Limits())) == ["j-3", "j-0"]
+
+
+def test_picks_spend_the_budget_in_the_order_they_run() -> None:
+    # The high priority item is picked first and takes the money; the normal one no longer fits.
+    cands = items("n", 1, cost=0.5, order=1) + items("h", 1, priority="high", cost=0.5, order=2)
+    assert ids(choose(cands, 2, Limits(budget=0.6))) == ["h-0"]
+
+
+def test_what_stayed_in_flight_spends_the_budget_too() -> None:
+    stayed = items("w", 2, cost=0.25, in_window=True)
+    limits = Limits(budget=0.6).with_in_flight(stayed)
+    assert ids(choose(items("x", 3, cost=0.25, order=1), 3, limits)) == []
+    assert ids(choose(items("x", 3, cost=0.1, order=1), 3, limits)) == ["x-0"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 
@@ -27,6 +28,15 @@ def assert_each_item_once(system: System, job: dict) -> None:
         assert len(item["outputs"]) == 1
         assert str(item["attempt"]) in system.output_sets(job["id"], item["id"])
         assert item["attempt"] <= 3
+
+
+def wait_deliveries_finished(system: System, worker: str, item_id: str, count: int) -> None:
+    """Until `worker` has finished handling `count` deliveries of the item (Celery logs each)."""
+    finished = re.compile(rf"Task items\.run\[{re.escape(item_id)}\] (succeeded|raised)")
+    deadline = time.monotonic() + 30
+    while len(finished.findall(system.stack.procs[worker].log())) < count:
+        assert time.monotonic() < deadline, f"{worker} did not finish {count} deliveries of {item_id}"
+        time.sleep(0.2)
 
 
 def test_kill_9_worker_mid_item_runs_again_elsewhere(systems: SystemFactory) -> None:
@@ -119,7 +129,9 @@ def test_same_message_delivered_twice_has_one_outcome(system: System) -> None:
     # A stale redelivery after success replays the manifest: no new outcome, no new outputs.
     events_before = len(api.events(job["id"]))
     client.send_task("items.run", args=[payload], task_id=item["id"], queue="sam3", routing_key="sam3")
-    time.sleep(3)
+    # The sam3 worker had two deliveries of this item (the duplicate above and this one): once it
+    # has finished both, the stale one had every chance to record something.
+    wait_deliveries_finished(system, "sam3", item["id"], count=2)
     after = api.job(job["id"])
     assert after["items"][0]["status"] == "succeeded" and after["items"][0]["attempt"] == 1
     assert len(api.events(job["id"])) == events_before

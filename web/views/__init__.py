@@ -55,6 +55,16 @@ def _require_login() -> Any:
     return None
 
 
+def form_text(name: str) -> str:
+    """A field of the posted form as typed, without surrounding space; empty when not sent."""
+    return (request.form.get(name) or "").strip()
+
+
+def form_list(raw: str) -> list[str]:
+    """A field that takes one value per line or comma: its values, blanks left out."""
+    return [value.strip() for value in raw.replace(",", "\n").splitlines() if value.strip()]
+
+
 def aware(value: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes; they were written in UTC.
     if value is None:

@@ -25,7 +25,7 @@ from web.ratelimit import (
     form_email,
     limiter,
 )
-from web.views import bp
+from web.views import bp, form_text
 
 
 def _throttled(whose: Callable[[str], str]) -> Callable[[RequestLimit], Response]:
@@ -124,7 +124,7 @@ def create_api_token() -> str | tuple[str, int]:
     """A new API token of the signed-in user, shown once on the page that answers (never flashed:
     the flash travels in the session cookie)."""
     user = session_user()
-    name = (request.form.get("name") or "").strip()
+    name = form_text("name")
     scope = request.form.get("scope") or "write"
     if len(name) > 100:
         return _account_page(user, token_error="The name is too long: at most 100 characters.")

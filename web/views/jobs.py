@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from flask import Response, abort, flash, jsonify, redirect, render_template, request, url_for
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 
 from app.db import db
+from app.errors import InvalidInput
 from app.images import clean_filename
-from app.models import ITEM_STATUSES, PRIORITIES, Event, Item, Job, WebhookDelivery
-from app.providers import registry
+from app.models import ITEM_STATUSES, JOB_STATUSES, PRIORITIES, Event, Item, Job, WebhookDelivery
+from app.provider_registry import registry, validate
 from app.serializers import job_json
 from app.services import estimates, intake, scheduler, webhook_delivery
 from app.services import jobs as job_service
-from providers import ParamError
+from web import paging
 from web.auth import may_change_job, session_user
-from web.views import bp
+from web.views import bp, form_list, form_text
 
-JOB_STATUSES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")
 JOBS_PAGE_SIZE = 25
 ITEMS_PAGE_SIZE = 100
 EVENTS_PAGE_SIZE = 200
@@ -78,24 +76,20 @@ def _param_value(spec: dict[str, Any], raw: str | None) -> Any:
         for choice in spec["choices"]:
             if str(choice) == raw:
                 return choice
-        raise ParamError(field, f"{name} must be one of {', '.join(str(c) for c in spec['choices'])}")
+        raise InvalidInput(field, f"{name} must be one of {', '.join(str(c) for c in spec['choices'])}")
     if kind == "int":
         try:
             return int(raw)
         except ValueError:
-            raise ParamError(field, f"{name} must be a whole number") from None
+            raise InvalidInput(field, f"{name} must be a whole number") from None
     if kind == "float":
         try:
             return float(raw)
         except ValueError:
-            raise ParamError(field, f"{name} must be a number") from None
+            raise InvalidInput(field, f"{name} must be a number") from None
     if kind == "list[str]":
-        return [line.strip() for line in raw.replace(",", "\n").splitlines() if line.strip()]
+        return form_list(raw)
     return raw
-
-
-def _concepts(raw: str) -> list[str]:
-    return [c.strip() for c in raw.replace(",", "\n").splitlines() if c.strip()]
 
 
 def _shown_name(key: str, names: dict[str, str]) -> str:
@@ -114,7 +108,7 @@ def _item_entries(raw: str, keys: list[str]) -> list[Any]:
     if not isinstance(rows, list) or not all(
         isinstance(r, dict) and isinstance(r.get("key"), str) for r in rows
     ):
-        raise ParamError(
+        raise InvalidInput(
             "item_prompts",
             "the per-image prompts sent with the form are not readable; choose the prompts file again",
         )
@@ -134,7 +128,7 @@ def _prompts_file_key(raw: str | None) -> str | None:
         return None
     user = session_user()
     if user is None or not raw.startswith(f"{intake.PROMPT_FILES_PREFIX}{user.id}/"):
-        raise ParamError("prompts_file", "choose the prompts file again")
+        raise InvalidInput("prompts_file", "choose the prompts file again")
     return raw
 
 
@@ -142,7 +136,7 @@ def _submit(form: Any, options: dict[str, Engine]) -> Job:
     choice = form.get("engine") or ""
     engine = options.get(choice)
     if engine is None:
-        raise ParamError("engine", "choose what to run the images with")
+        raise InvalidInput("engine", "choose what to run the images with")
     provider, model = engine.provider, engine.model
     params: dict[str, Any] = {}
     for spec in model["params"]:
@@ -150,9 +144,9 @@ def _submit(form: Any, options: dict[str, Engine]) -> Job:
         if value is not None:
             params[spec["name"]] = value
     prompt = form.get("prompt") if provider["prompt_field"] == "prompt" else None
-    prompts = _concepts(form.get("prompts") or "") if provider["prompt_field"] == "prompts" else None
+    prompts = form_list(form.get("prompts") or "") if provider["prompt_field"] == "prompts" else None
     # A folder replaces the selected images; the prompts table then travels as a stored file.
-    prefix = (form.get("inputs_prefix") or "").strip()
+    prefix = form_text("inputs_prefix")
     inputs = None if prefix else _item_entries(form.get("item_prompts") or "", form.getlist("inputs"))
     sub = job_service.Submission(
         provider=provider["name"],
@@ -180,7 +174,7 @@ def new_job() -> Response | str | tuple[str, int]:
     if request.method == "POST":
         try:
             job = _submit(form, options)
-        except ParamError as exc:
+        except InvalidInput as exc:
             db.session.rollback()
             field, message = _error_field(exc, form)
             errors[field] = message
@@ -330,8 +324,8 @@ def new_job_estimate() -> Response | tuple[Response, int]:
             value = _param_value(spec, request.args.get(f"p:{engine.value}:{spec['name']}"))
             if value is not None:
                 params[spec["name"]] = value
-        checked = provider.validate(engine.model["name"], None, ["estimate"], params)
-    except ParamError as exc:
+        checked = validate(provider, engine.model["name"], None, ["estimate"], params)
+    except InvalidInput as exc:
         return jsonify({"samples": 0, "text": f"Time: no estimate until {exc.message}."})
     queue = provider.queue_for(checked)
     measured = estimates.history(provider.name, engine.model["name"])
@@ -341,7 +335,7 @@ def new_job_estimate() -> Response | tuple[Response, int]:
     return jsonify({"engine": engine.value, "count": count, "queue": queue, **found})
 
 
-def _error_field(exc: ParamError, form: Any) -> tuple[str, str]:
+def _error_field(exc: InvalidInput, form: Any) -> tuple[str, str]:
     """Where on the page an error from create_job shows, and what it says there."""
     known = ("engine", "inputs", "prompt", "prompts", "priority", "max_concurrency", "prompts_file")
     if exc.field in ("provider", "model"):
@@ -365,7 +359,7 @@ def _folder(prefix: str) -> dict[str, Any]:
     """What the page says about a folder: its images counted from the storage listing (capped)."""
     try:
         prefix = intake.check_prefix(prefix)
-    except ParamError as exc:
+    except InvalidInput as exc:
         return {"prefix": prefix, "count": 0, "more": False, "error": exc.message}
     count = 0
     for keys in intake.keys_under(prefix):
@@ -381,7 +375,7 @@ def _prompts_error(message: str, status: int = 400) -> tuple[Response, int]:
 
 
 def _matched_row(found: intake.PromptsFile, key: str, filename: str | None) -> dict[str, Any] | None:
-    """The file's row for an image, its shape checked as the job checks it (ParamError names the
+    """The file's row for an image, its shape checked as the job checks it (InvalidInput names the
     row); seed and negative_prompt come back as parameters."""
     match = found.lookup(key, filename)
     if match is None:
@@ -414,10 +408,10 @@ def new_job_prompts() -> Response | tuple[Response, int]:
     name = clean_filename(f.filename) or "prompts.csv"
     try:
         found = intake.PromptsFile(intake.parse_prompts(data, name), set())
-        prefix = (request.form.get("inputs_prefix") or "").strip()
+        prefix = form_text("inputs_prefix")
         if prefix:
             prefix = intake.check_prefix(prefix)
-    except ParamError as exc:
+    except InvalidInput as exc:
         return _prompts_error(exc.message)
     try:
         if not prefix:
@@ -450,7 +444,7 @@ def new_job_prompts() -> Response | tuple[Response, int]:
             row = _matched_row(found, key, names.get(key))
             if row:
                 matched.append({**row, "key": key})
-    except ParamError as exc:
+    except InvalidInput as exc:
         return _prompts_error(exc.message)
     user = session_user()
     key = intake.store_prompts_file(data, name, user.id if user else None)
@@ -473,19 +467,6 @@ def new_job_prompts() -> Response | tuple[Response, int]:
 # --- job list -----------------------------------------------------------------------------
 
 
-def _encode_cursor(job: Job) -> str:
-    # The same cursor as the API's /api/v1/jobs, so links can move between the two.
-    return base64.urlsafe_b64encode(f"{job.created_at.isoformat()}|{job.id}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str] | None:
-    try:
-        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(created), job_id
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
 @bp.get("/jobs")
 def jobs() -> str:
     status = request.args.get("status") or ""
@@ -501,12 +482,12 @@ def jobs() -> str:
     if provider:
         query = query.where(Job.provider == provider)
     if cursor:
-        position = _decode_cursor(cursor)
+        position = paging.decode_cursor(cursor)
         if position is None:
             abort(400, "that page link is not valid; start again from the first page")
-        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(*position))
+        query = paging.after(query, position)
     rows = list(db.session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
-    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    next_cursor = paging.encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     rows = rows[:limit]
     return render_template(
         "jobs.html",
@@ -696,7 +677,7 @@ def schedule_job(job_id: str) -> Response:
             "priority": job_service.check_priority(request.form.get("priority") or job.priority),
             "max_concurrency": _max_concurrency(request.form.get("max_concurrency")),
         }
-    except ParamError as exc:
+    except InvalidInput as exc:
         flash(f"Not saved: {exc.message}.", "error")
         return _back_to_job(job)
     said = scheduler.update_job(job, changes)
@@ -710,7 +691,9 @@ def _max_concurrency(raw: str | None) -> int | None:
     if not raw:
         return None
     if not raw.isdigit():
-        raise ParamError("max_concurrency", "max at once must be a whole number from 1, or empty for no cap")
+        raise InvalidInput(
+            "max_concurrency", "max at once must be a whole number from 1, or empty for no cap"
+        )
     return job_service.check_max_concurrency(int(raw))
 
 

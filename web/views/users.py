@@ -10,7 +10,7 @@ from app.db import db
 from app.models import User
 from app.services.users import ROLES, active_tokens, all_users, create_user, get_user, set_active, set_role
 from web.auth import admin_required, session_user
-from web.views import bp
+from web.views import bp, form_text
 
 
 def _users_page(created: tuple[str, str] | None = None, error: str | None = None) -> str | tuple[str, int]:
@@ -37,7 +37,7 @@ def users() -> str | tuple[str, int]:
 @admin_required
 def add_user() -> str | tuple[str, int]:
     """A new account with a generated password, shown once on the page that answers."""
-    email = (request.form.get("email") or "").strip().lower()
+    email = form_text("email").lower()
     role = request.form.get("role") or "member"
     if role not in ROLES:
         return _users_page(error=f"Choose a role: {' or '.join(ROLES)}.")

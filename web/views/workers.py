@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import time
 
-from flask import Response, abort, flash, redirect, render_template, request, url_for
+from flask import Response, abort, flash, redirect, render_template, url_for
 
 from app.config import settings
 from app.db import db
 from app.services.worker_tokens import create_worker_token, revoke_worker_token, worker_tokens
 from app.services.workers import GONE_AFTER_S, ago, drain, lost_after_s, workers_now
 from web.auth import admin_required, session_user
-from web.views import bp
+from web.views import bp, form_text
 
 
 def _page(created: tuple[str, str] | None = None, error: str | None = None) -> str | tuple[str, int]:
@@ -30,7 +30,7 @@ def worker_token_list() -> str | tuple[str, int]:
 @admin_required
 def add_worker_token() -> str | tuple[str, int]:
     """A new token, shown once on the page that answers."""
-    name = (request.form.get("name") or "").strip()
+    name = form_text("name")
     me = session_user()
     try:
         token = create_worker_token(name, created_by=me.id if me else None)
@@ -72,7 +72,7 @@ def workers() -> str:
 @admin_required
 def drain_worker() -> Response:
     """Drain one worker process: its running items finish, it takes no new one, then it exits."""
-    node = (request.form.get("node") or "").strip()
+    node = form_text("node")
     listing = workers_now(time.time())
     if listing is None:
         flash("The broker is unreachable: no worker can be asked to drain now.", "error")
