@@ -342,7 +342,8 @@ class Stack:
         """Migrate, make the first admin, start the web app and the workers (default: control and
         every registered provider's queue); returns the admin's (email, password, API token). Redis
         and the Runway simulator are started by the caller."""
-        workers = workers or (CONTROL_QUEUE, *self.queue_workers())
+        if workers is None:
+            workers = (CONTROL_QUEUE, *self.queue_workers())
         self.flask("db", "upgrade")
         credentials = ensure_admin(self)
         self.worker_token = self.worker_token or ensure_worker_token(self)
