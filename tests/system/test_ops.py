@@ -57,8 +57,12 @@ def test_openapi_documents_the_contract(system: System) -> None:
     assert spec["openapi"].startswith("3.")
     for path in CONTRACT_PATHS:
         assert path in spec["paths"], path
-    job = spec["components"]["schemas"]["Job"]["properties"]
-    assert {"id", "status", "provider", "model", "progress", "counts", "items"} <= set(job)
+    schemas = spec["components"]["schemas"]
+    job = schemas["Job"]["properties"]
+    assert {"id", "status", "provider", "model", "progress", "counts", "waiting_reason", "total"} <= set(job)
+    # A job read by id also carries a page of its items.
+    assert "items" in schemas["JobWithItems"]["properties"]
+    assert "items" not in job
 
 
 def test_cli_creates_users_and_tokens(system: System) -> None:
