@@ -4,6 +4,7 @@ relative times that follow the job, waiting reasons, and time estimates from mea
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -33,6 +34,12 @@ def test_a_cancelled_job_shows_what_succeeded_and_what_was_cancelled(page: Any, 
     job = ui.api.submit(inputs)
     page.goto(f"/jobs/{job['id']}")
     ui.api.wait_item(job["id"], lambda i: i["index"] == 3 and i["status"] == "running", timeout=60)
+    # The quick three must have finished (their successes applied) before the cancel: a lane may
+    # still hold the third when the fourth starts, and a cancel would take it.
+    deadline = time.monotonic() + 60
+    while sum(i["status"] == "succeeded" for i in ui.api.job(job["id"])["items"]) < 3:
+        assert time.monotonic() < deadline, "the three quick items did not succeed in 60 s"
+        time.sleep(0.1)
     page.evaluate("window.__sameDocument = true")
     assert ui.api.post(f"/api/v1/jobs/{job['id']}/cancel").status_code == 200
     done = ui.api.wait(job["id"], timeout=30)
